@@ -1,0 +1,21 @@
+"""Chalice entry point: glue only. Domain logic lives in chalicelib/."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalice import Chalice
+from chalice.app import SQSEvent
+
+from chalicelib.api.routes import api
+from chalicelib.worker import handle_sqs_batch
+
+app = Chalice(app_name="smart-sync")
+app.register_blueprint(api)
+
+JOB_QUEUE_NAME = "smart-sync-jobs"
+
+
+@app.on_sqs_message(queue=JOB_QUEUE_NAME, batch_size=10)
+def sync_worker(event: SQSEvent) -> dict[str, Any]:
+    return handle_sqs_batch(list(event), event.context)

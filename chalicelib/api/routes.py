@@ -1,0 +1,69 @@
+"""User-facing routes. Each is a few lines: parse, call a service, return."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalice import Blueprint, Response
+from chalice.app import Request
+
+from chalicelib.api.http import endpoint, json_body
+from chalicelib.container import Container
+
+api = Blueprint(__name__)
+
+_CONNECTION = "/users/{user_id}/connections/{connection_id}"
+
+
+def _query(request: Request) -> dict[str, str]:
+    return dict(request.query_params or {})
+
+
+@api.route("/health", methods=["GET"])
+@endpoint(api, auth="none")
+def health(container: Container, request: Request) -> dict[str, Any]:
+    return {"status": "ok"}
+
+
+@api.route(_CONNECTION, methods=["PUT"])
+@endpoint(api)
+def put_connection(container: Container, request: Request, user_id: str, connection_id: str) -> Response:
+    status, body = container.connections.put(user_id, connection_id, json_body(request))
+    return Response(body=body, status_code=status, headers={"Content-Type": "application/json"})
+
+
+@api.route("/users/{user_id}/connections", methods=["GET"])
+@endpoint(api)
+def list_connections(container: Container, request: Request, user_id: str) -> dict[str, Any]:
+    return container.connections.list(user_id)
+
+
+@api.route(_CONNECTION, methods=["DELETE"])
+@endpoint(api)
+def delete_connection(container: Container, request: Request, user_id: str, connection_id: str) -> Response:
+    container.connections.delete(user_id, connection_id)
+    return Response(body="", status_code=204)
+
+
+@api.route(_CONNECTION + "/data/{data_type}", methods=["GET"])
+@endpoint(api)
+def read_data(container: Container, request: Request, user_id: str, connection_id: str, data_type: str) -> Any:
+    return container.reader.read(user_id, connection_id, data_type, _query(request))
+
+
+@api.route(_CONNECTION + "/sync", methods=["POST"])
+@endpoint(api)
+def force_sync(container: Container, request: Request, user_id: str, connection_id: str) -> Any:
+    return container.manual_sync.sync(user_id, connection_id, json_body(request))
+
+
+@api.route("/users/{user_id}/sync-status", methods=["GET"])
+@endpoint(api)
+def sync_status(container: Container, request: Request, user_id: str) -> dict[str, Any]:
+    return container.status.sync_status(user_id)
+
+
+@api.route(_CONNECTION + "/runs", methods=["GET"])
+@endpoint(api)
+def list_runs(container: Container, request: Request, user_id: str, connection_id: str) -> dict[str, Any]:
+    return container.status.runs(user_id, connection_id, _query(request))

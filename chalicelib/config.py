@@ -1,0 +1,131 @@
+"""Service configuration, read from the environment once, on first use (never at import)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from chalicelib.errors import SmartSyncError
+
+
+class ConfigurationError(SmartSyncError):
+    """The service is misconfigured."""
+
+    code = "configuration_error"
+
+
+DEFAULT_PROVIDERS_FILE = Path(__file__).with_name("providers.json")
+
+
+@dataclass(frozen=True)
+class Settings:
+    connections_table: str = "smart-sync-connections"
+    datasets_table: str = "smart-sync-datasets"
+    runs_table: str = "smart-sync-runs"
+    limits_table: str = "smart-sync-limits"
+    region: str = "us-east-1"
+    dynamodb_host: str | None = None
+    """Only for a local endpoint (moto server); unset on AWS and in tests."""
+    queue_name: str = "smart-sync-jobs"
+    queue_url: str | None = None
+    sqs_endpoint: str | None = None
+
+    jwt_secret: str = ""
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    operator_scope: str = "operator"
+
+    default_cooldown_seconds: int = 300
+    default_max_staleness_seconds: int = 3600
+    policy_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    providers_file: str = str(DEFAULT_PROVIDERS_FILE)
+
+    read_budget_seconds: float = 10.0
+    lease_ttl_seconds: int = 120
+    queue_claim_ttl_seconds: int = 900
+    join_poll_interval_seconds: float = 0.25
+    max_pages_per_run: int = 1000
+    run_retention_days: int = 30
+    force_refresh_limit: int = 5
+    force_refresh_window_seconds: int = 60
+    failure_backoff_base_seconds: int = 30
+    failure_backoff_max_seconds: int = 900
+    default_page_limit: int = 100
+    max_page_limit: int = 1000
+
+
+_ENV_PREFIX = "SMART_SYNC_"
+_INT_FIELDS = {
+    "default_cooldown_seconds",
+    "default_max_staleness_seconds",
+    "lease_ttl_seconds",
+    "queue_claim_ttl_seconds",
+    "max_pages_per_run",
+    "run_retention_days",
+    "force_refresh_limit",
+    "force_refresh_window_seconds",
+    "failure_backoff_base_seconds",
+    "failure_backoff_max_seconds",
+    "default_page_limit",
+    "max_page_limit",
+}
+_FLOAT_FIELDS = {"read_budget_seconds", "join_poll_interval_seconds"}
+_STR_FIELDS = {
+    "connections_table",
+    "datasets_table",
+    "runs_table",
+    "limits_table",
+    "dynamodb_host",
+    "queue_name",
+    "queue_url",
+    "sqs_endpoint",
+    "jwt_secret",
+    "jwt_issuer",
+    "jwt_audience",
+    "operator_scope",
+    "providers_file",
+}
+
+
+def settings_from_env(environ: Mapping[str, str]) -> Settings:
+    """Build settings from ``SMART_SYNC_*`` variables; unknown values fail loudly."""
+    values: dict[str, Any] = {}
+    for name in _STR_FIELDS | _INT_FIELDS | _FLOAT_FIELDS:
+        raw = environ.get(_ENV_PREFIX + name.upper())
+        if raw is None or raw == "":
+            continue
+        try:
+            if name in _INT_FIELDS:
+                values[name] = int(raw)
+            elif name in _FLOAT_FIELDS:
+                values[name] = float(raw)
+            else:
+                values[name] = raw
+        except ValueError as exc:
+            raise ConfigurationError(f"{_ENV_PREFIX}{name.upper()} must be a number, got {raw!r}") from exc
+    overrides = environ.get(_ENV_PREFIX + "POLICY_OVERRIDES")
+    if overrides:
+        try:
+            parsed = json.loads(overrides)
+        except ValueError as exc:
+            raise ConfigurationError(f"{_ENV_PREFIX}POLICY_OVERRIDES is not valid JSON: {exc}") from exc
+        if not isinstance(parsed, dict):
+            raise ConfigurationError(f"{_ENV_PREFIX}POLICY_OVERRIDES must be a JSON object")
+        values["policy_overrides"] = parsed
+    region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+    if region:
+        values["region"] = region
+    settings = Settings(**values)
+    if settings.read_budget_seconds <= 0 or settings.read_budget_seconds >= 29:
+        raise ConfigurationError("SMART_SYNC_READ_BUDGET_SECONDS must be between 0 and 29 (API Gateway's limit)")
+    return settings
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return settings_from_env(os.environ)

@@ -1,0 +1,79 @@
+"""Wiring: build every service once, lazily, from settings (cold start does no I/O at import)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chalicelib.clock import Clock, SystemClock
+from chalicelib.config import Settings, get_settings
+from chalicelib.coordinator import SyncCoordinator
+from chalicelib.engine import SyncEngine
+from chalicelib.jobs import JobQueue, SqsJobQueue
+from chalicelib.models import bind_models
+from chalicelib.providers import ProviderRegistry, load_registry
+from chalicelib.reads import DatasetReader, PolicyResolver
+from chalicelib.services import ConnectionService, ManualSyncService, StatusService, WorkerService
+from chalicelib.store import DynamoStore
+
+
+@dataclass
+class Container:
+    settings: Settings
+    clock: Clock
+    store: DynamoStore
+    registry: ProviderRegistry
+    queue: JobQueue
+    policies: PolicyResolver
+    coordinator: SyncCoordinator
+    reader: DatasetReader
+    connections: ConnectionService
+    manual_sync: ManualSyncService
+    status: StatusService
+    worker: WorkerService
+
+
+def build_container(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    queue: JobQueue | None = None,
+    registry: ProviderRegistry | None = None,
+) -> Container:
+    bind_models(settings)
+    clock = clock or SystemClock()
+    store = DynamoStore()
+    registry = registry or load_registry(settings)
+    queue = queue or SqsJobQueue(settings)
+    policies = PolicyResolver(registry, settings)
+    engine = SyncEngine(store, registry, queue, clock, settings)
+    coordinator = SyncCoordinator(store, engine, queue, clock, settings)
+    return Container(
+        settings=settings,
+        clock=clock,
+        store=store,
+        registry=registry,
+        queue=queue,
+        policies=policies,
+        coordinator=coordinator,
+        reader=DatasetReader(store, policies, coordinator, clock, settings),
+        connections=ConnectionService(store, registry, policies, clock),
+        manual_sync=ManualSyncService(store, policies, coordinator, clock, settings),
+        status=StatusService(store, policies, clock, settings),
+        worker=WorkerService(store, policies, coordinator, clock),
+    )
+
+
+_container: Container | None = None
+
+
+def get_container() -> Container:
+    global _container
+    if _container is None:
+        _container = build_container(get_settings())
+    return _container
+
+
+def set_container(container: Container | None) -> None:
+    """Tests and the local runner swap in their own wiring (fake clock, local endpoints)."""
+    global _container
+    _container = container

@@ -1,0 +1,174 @@
+"""Who runs a dataset's sync: win the lease and run it, join the one running, or queue one.
+
+Every decision to sync is a conditional write in the store, so any number of
+Lambdas asking at once produce one sync (PRODUCT.md invariants 1 and 2).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from chalicelib.clock import Clock
+from chalicelib.config import Settings
+from chalicelib.domain import (
+    Connection,
+    DatasetKey,
+    DatasetState,
+    DatasetStatus,
+    RunStatus,
+    SyncCounts,
+    SyncRun,
+    Trigger,
+)
+from chalicelib.engine import OutcomeKind, SyncEngine, SyncOutcome, new_owner, new_run_id
+from chalicelib.errors import ClaimNotWonError, JobNotClaimableError, SyncInProgressError
+from chalicelib.jobs import Job, JobQueue
+from chalicelib.policy import SyncPolicy, lease_is_held
+from chalicelib.store import DynamoStore
+
+logger = logging.getLogger(__name__)
+
+
+def outcome_from_state(state: DatasetState) -> SyncOutcome:
+    """What a joiner reports once the run it waited for has finished."""
+    if state.status is DatasetStatus.IDLE and state.last_successful_at is not None:
+        return SyncOutcome(OutcomeKind.SUCCEEDED, state.last_run_id, state.last_counts or SyncCounts(), joined=True)
+    return SyncOutcome(
+        OutcomeKind.FAILED, state.last_run_id, SyncCounts(), error=state.last_error or "the sync failed", joined=True
+    )
+
+
+class SyncCoordinator:
+    def __init__(
+        self, store: DynamoStore, engine: SyncEngine, queue: JobQueue, clock: Clock, settings: Settings
+    ) -> None:
+        self._store = store
+        self._engine = engine
+        self._queue = queue
+        self._clock = clock
+        self._settings = settings
+
+    def sync_or_join(
+        self,
+        connection: Connection,
+        seen: DatasetState,
+        policy: SyncPolicy,
+        *,
+        trigger: Trigger,
+        deadline: float,
+    ) -> SyncOutcome:
+        """Block (within ``deadline``) until a sync of this dataset has finished.
+
+        ``seen`` is the state this caller decided on. If a run finished since then,
+        its result is the answer; if one is running, wait for it; if the lease is
+        free, take it and run the sync here.
+        """
+        key = seen.key
+        expected_last_run = seen.last_run_id
+        while True:
+            now = self._clock.now()
+            owner = new_owner(trigger.value)
+            try:
+                state = self._store.acquire_lease(
+                    key,
+                    connection.provider,
+                    owner,
+                    now,
+                    self._settings.lease_ttl_seconds,
+                    expected_last_run_id=expected_last_run,
+                )
+            except SyncInProgressError:
+                current = self._wait_for_running_sync(key, expected_last_run, deadline)
+                if current is None:
+                    return SyncOutcome(OutcomeKind.TIMED_OUT, None, SyncCounts())
+                if current.last_run_id != expected_last_run and not lease_is_held(
+                    current.lease_expires_at, self._clock.now()
+                ):
+                    return outcome_from_state(current)
+                continue  # the holder vanished (lease expired) or handed off: try to take over
+            if seen.queued_job_id:
+                self._store.mark_run(key, seen.queued_job_id, RunStatus.SUPERSEDED, only_if=RunStatus.QUEUED)
+            return self._engine.execute(
+                connection,
+                state,
+                policy,
+                owner=owner,
+                run_id=new_run_id(now),
+                trigger=trigger,
+                deadline=deadline,
+            )
+
+    def _wait_for_running_sync(
+        self, key: DatasetKey, expected_last_run: str | None, deadline: float
+    ) -> DatasetState | None:
+        """Poll the state until the running sync ends or the lease frees; ``None`` if the deadline passes."""
+        while True:
+            current = self._store.get_state(key, consistent=True)
+            now = self._clock.now()
+            if current is None:
+                return DatasetState.empty(key, "")
+            if not lease_is_held(current.lease_expires_at, now):
+                return current
+            if now + self._settings.join_poll_interval_seconds >= deadline:
+                return None
+            self._clock.sleep(self._settings.join_poll_interval_seconds)
+
+    def queue_background(
+        self,
+        key: DatasetKey,
+        provider: str,
+        policy: SyncPolicy,
+        *,
+        trigger: Trigger,
+        respect_cooldown: bool = True,
+    ) -> str:
+        """Queue one background sync if this caller wins the claim; return its run id.
+
+        Raises ``ClaimNotWonError`` when a sync is already running or queued.
+        """
+        now = self._clock.now()
+        job = Job(key=key, run_id=new_run_id(now), trigger=trigger, created_at=now)
+        self._store.claim_queue(
+            key,
+            provider,
+            job.run_id,
+            now,
+            cooldown_seconds=policy.cooldown_seconds,
+            claim_ttl_seconds=self._settings.queue_claim_ttl_seconds,
+            require_past_cooldown=respect_cooldown,
+        )
+        self._store.put_run(
+            SyncRun(key=key, run_id=job.run_id, trigger=trigger, status=RunStatus.QUEUED, created_at=now),
+            self._engine.retention_seconds,
+        )
+        try:
+            self._queue.send(job)
+        except Exception:
+            logger.exception("could not queue background sync", extra={"dataset": key.describe()})
+            self._store.release_queue_claim(key, job.run_id)
+            self._store.mark_run(key, job.run_id, RunStatus.FAILED, only_if=RunStatus.QUEUED)
+            raise ClaimNotWonError("the background sync could not be queued") from None
+        return job.run_id
+
+    def run_job(self, job: Job, connection: Connection, policy: SyncPolicy, deadline: float | None) -> SyncOutcome:
+        """Worker side. Raises ``SyncInProgressError`` when the job must be retried later."""
+        now = self._clock.now()
+        owner = new_owner("worker")
+        try:
+            state = self._store.acquire_lease(
+                job.key, connection.provider, owner, now, self._settings.lease_ttl_seconds, job_id=job.run_id
+            )
+        except JobNotClaimableError:
+            self._store.mark_run(job.key, job.run_id, RunStatus.SUPERSEDED, only_if=RunStatus.QUEUED)
+            raise
+        return self._engine.execute(
+            connection,
+            state,
+            policy,
+            owner=owner,
+            run_id=job.run_id,
+            trigger=job.trigger,
+            deadline=deadline,
+            created_at=job.created_at,
+        )
+

@@ -1,0 +1,221 @@
+"""Domain values shared by the store, the engine and the API. Plain data, no I/O."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from chalicelib.clock import to_iso
+from chalicelib.errors import ValidationError
+
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+
+
+def validate_id(kind: str, value: str) -> str:
+    """Ids become parts of DynamoDB keys joined by ``#``: keep them to a safe alphabet."""
+    if not isinstance(value, str) or not _ID_PATTERN.match(value):
+        raise ValidationError(f"{kind} must be 1-128 characters of letters, digits and . _ : @ -")
+    return value
+
+
+class ConnectionStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    PAUSED = "PAUSED"
+    NEEDS_REVIEW = "NEEDS_REVIEW"
+
+
+class DatasetStatus(StrEnum):
+    IDLE = "IDLE"
+    RUNNING = "RUNNING"
+    FAILED = "FAILED"
+    NEEDS_REVIEW = "NEEDS_REVIEW"
+
+
+class Trigger(StrEnum):
+    READ = "read"
+    BACKGROUND = "background"
+    FORCE = "force"
+    SCHEDULE = "schedule"
+
+
+class RunStatus(StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    HANDED_OFF = "HANDED_OFF"
+    """The read budget ran out; the rest of the sync continues as a queued job."""
+    SUPERSEDED = "SUPERSEDED"
+    """A queued job that another caller's sync made unnecessary."""
+    LEASE_LOST = "LEASE_LOST"
+
+
+@dataclass(frozen=True)
+class DatasetKey:
+    user_id: str
+    connection_id: str
+    data_type: str
+
+    @property
+    def dataset_id(self) -> str:
+        return f"{self.user_id}#{self.connection_id}#{self.data_type}"
+
+    @property
+    def dataset_key(self) -> str:
+        """Sort key inside one user's datasets."""
+        return f"{self.connection_id}#{self.data_type}"
+
+    def describe(self) -> str:
+        return f"{self.user_id}/{self.connection_id}/{self.data_type}"
+
+
+@dataclass(frozen=True)
+class Connection:
+    user_id: str
+    connection_id: str
+    provider: str
+    credentials: Mapping[str, Any]
+    settings: Mapping[str, Any]
+    status: ConnectionStatus
+    status_reason: str | None
+    created_at: float
+    updated_at: float
+
+    def public(self) -> dict[str, Any]:
+        """What the API may show: everything except the credentials themselves."""
+        return {
+            "user_id": self.user_id,
+            "connection_id": self.connection_id,
+            "provider": self.provider,
+            "settings": dict(self.settings),
+            "status": self.status.value,
+            "status_reason": self.status_reason,
+            "has_credentials": bool(self.credentials),
+            "created_at": to_iso(self.created_at),
+            "updated_at": to_iso(self.updated_at),
+        }
+
+    def __repr__(self) -> str:  # credentials must never reach a log line
+        return f"Connection({self.user_id}/{self.connection_id}, provider={self.provider}, status={self.status})"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where an unfinished sync stopped. Saved only after the page before it was stored."""
+
+    generation: str
+    """Id of the run that started this pass; records seen in the pass carry it (deletion sweep)."""
+    page_token: str | None
+    since: str | None
+    pages_done: int = 0
+    max_updated_at: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | None) -> Checkpoint | None:
+        if not raw:
+            return None
+        return cls(**json.loads(raw))
+
+
+@dataclass(frozen=True)
+class SyncCounts:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    pages: int = 0
+    upstream_calls: int = 0
+
+    def plus(self, other: SyncCounts) -> SyncCounts:
+        return SyncCounts(
+            inserted=self.inserted + other.inserted,
+            updated=self.updated + other.updated,
+            unchanged=self.unchanged + other.unchanged,
+            deleted=self.deleted + other.deleted,
+            pages=self.pages + other.pages,
+            upstream_calls=self.upstream_calls + other.upstream_calls,
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DatasetState:
+    key: DatasetKey
+    provider: str
+    status: DatasetStatus = DatasetStatus.IDLE
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
+    queued_job_id: str | None = None
+    queued_at: float | None = None
+    last_attempted_at: float | None = None
+    last_successful_at: float | None = None
+    last_error: str | None = None
+    consecutive_failures: int = 0
+    next_sync_at: float | None = None
+    record_count: int = 0
+    last_run_id: str | None = None
+    last_counts: SyncCounts | None = None
+    checkpoint: Checkpoint | None = None
+    watermark: str | None = None
+
+    @classmethod
+    def empty(cls, key: DatasetKey, provider: str) -> DatasetState:
+        return cls(key=key, provider=provider)
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    record_id: str
+    data: Mapping[str, Any]
+    upstream_updated_at: str | None
+    synced_at: float
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.record_id,
+            "updated_at": self.upstream_updated_at,
+            "synced_at": to_iso(self.synced_at),
+            "data": dict(self.data),
+        }
+
+
+@dataclass(frozen=True)
+class SyncRun:
+    key: DatasetKey
+    run_id: str
+    trigger: Trigger
+    status: RunStatus
+    created_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    counts: SyncCounts = field(default_factory=SyncCounts)
+    error: str | None = None
+    resumed: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        duration = None
+        if self.started_at is not None and self.ended_at is not None:
+            duration = round(self.ended_at - self.started_at, 3)
+        return {
+            "run_id": self.run_id,
+            "connection_id": self.key.connection_id,
+            "data_type": self.key.data_type,
+            "trigger": self.trigger.value,
+            "status": self.status.value,
+            "created_at": to_iso(self.created_at),
+            "started_at": to_iso(self.started_at),
+            "ended_at": to_iso(self.ended_at),
+            "duration_seconds": duration,
+            **self.counts.as_dict(),
+            "error": self.error,
+            "resumed_from_checkpoint": self.resumed,
+        }

@@ -1,0 +1,158 @@
+"""PynamoDB models. Table names, region and endpoint are bound at run time by ``bind_models``.
+
+Datasets use one table for a dataset's sync state and its cached records, so a
+cached read is a single Query on the dataset's partition: the state item
+(sort key ``#state``) sorts before every record (``r#<upstream id>``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pynamodb.attributes import (
+    DiscriminatorAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from chalicelib.config import Settings
+
+STATE_SORT_KEY = "#state"
+RECORD_SORT_PREFIX = "r#"
+
+
+class ConnectionItem(Model):
+    class Meta:
+        table_name = "smart-sync-connections"
+        region = "us-east-1"
+
+    user_id = UnicodeAttribute(hash_key=True)
+    connection_id = UnicodeAttribute(range_key=True)
+    provider = UnicodeAttribute()
+    credentials_json = UnicodeAttribute(default="{}")
+    settings_json = UnicodeAttribute(default="{}")
+    status = UnicodeAttribute(default="ACTIVE")
+    status_reason = UnicodeAttribute(null=True)
+    created_at = NumberAttribute()
+    updated_at = NumberAttribute()
+
+
+class DatasetsByUserIndex(GlobalSecondaryIndex["StateItem"]):
+    """Sparse: only state items carry ``user_id``, so records never land here."""
+
+    class Meta:
+        index_name = "by_user"
+        projection = AllProjection()
+
+    user_id = UnicodeAttribute(hash_key=True)
+    dataset_key = UnicodeAttribute(range_key=True)
+
+
+class DatasetItem(Model):
+    class Meta:
+        table_name = "smart-sync-datasets"
+        region = "us-east-1"
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    kind = DiscriminatorAttribute()
+    # Only state items set these, so the index stays sparse.
+    user_id = UnicodeAttribute(null=True)
+    dataset_key = UnicodeAttribute(null=True)
+    by_user = DatasetsByUserIndex()
+
+
+class StateItem(DatasetItem, discriminator="state"):
+    connection_id = UnicodeAttribute()
+    data_type = UnicodeAttribute()
+    provider = UnicodeAttribute()
+    status = UnicodeAttribute(default="IDLE")
+    lease_owner = UnicodeAttribute(null=True)
+    lease_expires_at = NumberAttribute(null=True)
+    queued_job_id = UnicodeAttribute(null=True)
+    queued_at = NumberAttribute(null=True)
+    last_attempted_at = NumberAttribute(null=True)
+    last_successful_at = NumberAttribute(null=True)
+    last_error = UnicodeAttribute(null=True)
+    consecutive_failures = NumberAttribute(default=0)
+    next_sync_at = NumberAttribute(null=True)
+    record_count = NumberAttribute(default=0)
+    last_run_id = UnicodeAttribute(null=True)
+    last_counts_json = UnicodeAttribute(null=True)
+    checkpoint_json = UnicodeAttribute(null=True)
+    watermark = UnicodeAttribute(null=True)
+
+
+class RecordItem(DatasetItem, discriminator="record"):
+    record_id = UnicodeAttribute()
+    data_json = UnicodeAttribute()
+    content_hash = UnicodeAttribute()
+    upstream_updated_at = UnicodeAttribute(null=True)
+    seen_generation = UnicodeAttribute(null=True)
+    synced_at = NumberAttribute()
+
+
+class RunItem(Model):
+    class Meta:
+        table_name = "smart-sync-runs"
+        region = "us-east-1"
+
+    dataset_id = UnicodeAttribute(hash_key=True)
+    run_id = UnicodeAttribute(range_key=True)
+    """Time-ordered, so a Query newest-first is a reverse range scan."""
+    trigger = UnicodeAttribute()
+    status = UnicodeAttribute()
+    created_at = NumberAttribute()
+    started_at = NumberAttribute(null=True)
+    ended_at = NumberAttribute(null=True)
+    inserted = NumberAttribute(default=0)
+    updated = NumberAttribute(default=0)
+    unchanged = NumberAttribute(default=0)
+    deleted = NumberAttribute(default=0)
+    pages = NumberAttribute(default=0)
+    upstream_calls = NumberAttribute(default=0)
+    error = UnicodeAttribute(null=True)
+    resumed = UnicodeAttribute(null=True)
+    expires_at = NumberAttribute()
+    """DynamoDB TTL attribute; reads also filter on it (TTL deletion is lazy, and moto never does it)."""
+
+
+class LimitItem(Model):
+    """Small shared counters: per-user manual-refresh windows (and, later, provider buckets)."""
+
+    class Meta:
+        table_name = "smart-sync-limits"
+        region = "us-east-1"
+
+    pk = UnicodeAttribute(hash_key=True)
+    window_start = NumberAttribute(null=True)
+    count = NumberAttribute(null=True)
+
+
+ALL_MODELS: tuple[type[Model], ...] = (ConnectionItem, DatasetItem, StateItem, RecordItem, RunItem, LimitItem)
+
+
+def bind_models(settings: Settings) -> None:
+    """Point every model at the configured tables and endpoint (idempotent)."""
+    tables: dict[type[Model], str] = {
+        ConnectionItem: settings.connections_table,
+        DatasetItem: settings.datasets_table,
+        RunItem: settings.runs_table,
+        LimitItem: settings.limits_table,
+    }
+    for model, table in tables.items():
+        meta: Any = model.Meta
+        meta.table_name = table
+        meta.region = settings.region
+        meta.host = settings.dynamodb_host
+    for model in ALL_MODELS:
+        model._connection = None
+
+
+def create_tables(wait: bool = False) -> None:
+    """Create every table (local runs and tests; production uses the CloudFormation template)."""
+    for model in (ConnectionItem, DatasetItem, RunItem, LimitItem):
+        if not model.exists():
+            model.create_table(billing_mode="PAY_PER_REQUEST", wait=wait)

@@ -1,0 +1,350 @@
+"""The read path: answer from the cache at once, or wait for a sync within the budget.
+
+One Query answers a cached read (state item + first page of records). Behaviour
+follows the tier table in PRODUCT.md; the decision itself is ``policy.decide_read``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from chalicelib.clock import Clock, to_iso
+from chalicelib.config import Settings
+from chalicelib.coordinator import SyncCoordinator
+from chalicelib.domain import Connection, ConnectionStatus, DatasetKey, DatasetState, Trigger, validate_id
+from chalicelib.engine import OutcomeKind, SyncOutcome
+from chalicelib.errors import ClaimNotWonError, ConnectionNotActiveError, NotFoundError, RateLimitedError, ValidationError
+from chalicelib.policy import (
+    DatasetSnapshot,
+    Freshness,
+    ReadAction,
+    SyncPolicy,
+    decide_read,
+    humanize_age,
+    lease_is_held,
+    queue_claim_is_live,
+    resolve_policy,
+)
+from chalicelib.providers import ProviderRegistry
+from chalicelib.store import DatasetPage, DynamoStore, decode_next_token
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    status_code: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no", ""}
+
+
+def parse_bool(name: str, raw: str | None) -> bool:
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValidationError(f"{name} must be true or false")
+
+
+def parse_limit(raw: str | None, default: int, maximum: int) -> int:
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationError(f"limit must be a whole number from 1 to {maximum}") from None
+    if not 1 <= value <= maximum:
+        raise ValidationError(f"limit must be a whole number from 1 to {maximum}")
+    return value
+
+
+def snapshot_of(state: DatasetState) -> DatasetSnapshot:
+    return DatasetSnapshot(
+        last_successful_at=state.last_successful_at,
+        last_attempted_at=state.last_attempted_at,
+        lease_expires_at=state.lease_expires_at,
+        queued_at=state.queued_at if state.queued_job_id else None,
+        consecutive_failures=state.consecutive_failures,
+        failed=state.status.value in ("FAILED", "NEEDS_REVIEW"),
+    )
+
+
+class PolicyResolver:
+    def __init__(self, registry: ProviderRegistry, settings: Settings) -> None:
+        self._registry = registry
+        self._settings = settings
+
+    def data_types(self, provider: str) -> list[str]:
+        return sorted(self._registry.get(provider).data_types())
+
+    def policy(self, provider: str, data_type: str) -> SyncPolicy:
+        spec = self._registry.get(provider).data_types().get(data_type)
+        if spec is None:
+            raise NotFoundError(f"provider {provider!r} has no data type {data_type!r}")
+        return resolve_policy(
+            provider,
+            data_type,
+            spec.policy,
+            default_cooldown_seconds=self._settings.default_cooldown_seconds,
+            default_max_staleness_seconds=self._settings.default_max_staleness_seconds,
+            overrides=self._settings.policy_overrides,
+        )
+
+
+class DatasetReader:
+    def __init__(
+        self,
+        store: DynamoStore,
+        policies: PolicyResolver,
+        coordinator: SyncCoordinator,
+        clock: Clock,
+        settings: Settings,
+    ) -> None:
+        self._store = store
+        self._policies = policies
+        self._coordinator = coordinator
+        self._clock = clock
+        self._settings = settings
+
+    def read(
+        self, user_id: str, connection_id: str, data_type: str, params: Mapping[str, str]
+    ) -> ApiResponse:
+        key = DatasetKey(
+            validate_id("user_id", user_id),
+            validate_id("connection_id", connection_id),
+            validate_id("data_type", data_type),
+        )
+        force = parse_bool("force_refresh", params.get("force_refresh"))
+        limit = parse_limit(params.get("limit"), self._settings.default_page_limit, self._settings.max_page_limit)
+        token = params.get("next_token")
+        after = decode_next_token(token) if token else None
+
+        page = self._store.read_dataset_page(key, limit, after)
+        connection: Connection | None = None
+        if page.state is None:
+            connection = self._require_connection(key)
+            state = DatasetState.empty(key, connection.provider)
+        else:
+            state = page.state
+        policy = self._policies.policy(state.provider, key.data_type)
+        now = self._clock.now()
+        decision = decide_read(
+            snapshot_of(state),
+            policy,
+            now,
+            force_refresh=force,
+            queue_claim_ttl_seconds=self._settings.queue_claim_ttl_seconds,
+            backoff_base_seconds=self._settings.failure_backoff_base_seconds,
+            backoff_max_seconds=self._settings.failure_backoff_max_seconds,
+        )
+        answer = _Answer(state, policy, decision.freshness, page, now)
+
+        if decision.action is ReadAction.SERVE_CACHE:
+            answer.sync_in_progress = decision.sync_in_progress
+            answer.background_sync = decision.sync_in_progress or decision.sync_queued
+            return answer.from_cache()
+
+        if decision.action is ReadAction.SERVE_CACHE_BACKING_OFF:
+            retry = int(decision.retry_after_seconds or 0) + 1
+            return answer.after_failure(state.last_error or "the last sync failed", retry_after=retry)
+
+        connection = connection or self._require_connection(key)
+        if connection.status is not ConnectionStatus.ACTIVE:
+            return answer.connection_inactive(connection)
+
+        if decision.action is ReadAction.SERVE_CACHE_AND_QUEUE:
+            try:
+                self._coordinator.queue_background(key, state.provider, policy, trigger=Trigger.BACKGROUND)
+                answer.background_sync = True
+            except ClaimNotWonError:
+                # Someone else queued or is running it: still "updating in background".
+                answer.background_sync = True
+            return answer.from_cache()
+
+        if force:
+            wait = self._store.take_manual_refresh(
+                key.user_id,
+                now,
+                self._settings.force_refresh_limit,
+                self._settings.force_refresh_window_seconds,
+            )
+            if wait is not None:
+                raise RateLimitedError(
+                    f"at most {self._settings.force_refresh_limit} forced refreshes per "
+                    f"{self._settings.force_refresh_window_seconds}s",
+                    retry_after_seconds=int(wait) + (0 if wait == int(wait) else 1),
+                )
+        trigger = Trigger.FORCE if force else Trigger.READ
+        outcome = self._coordinator.sync_or_join(
+            connection,
+            state,
+            policy,
+            trigger=trigger,
+            deadline=now + self._settings.read_budget_seconds,
+        )
+        fresh_page = self._store.read_dataset_page(key, limit, after)
+        answer = _Answer(fresh_page.state or state, policy, decision.freshness, fresh_page, self._clock.now())
+        answer.outcome = outcome
+        if outcome.succeeded:
+            return answer.from_upstream()
+        if outcome.kind is OutcomeKind.FAILED:
+            return answer.after_failure(outcome.error or "the sync failed", retry_after=None)
+        return answer.budget_exceeded(self._settings.read_budget_seconds)
+
+    def _require_connection(self, key: DatasetKey) -> Connection:
+        connection = self._store.get_connection(key.user_id, key.connection_id)
+        if connection is None:
+            raise NotFoundError(f"connection {key.connection_id!r} not found")
+        self._policies.policy(connection.provider, key.data_type)  # 404 for an unknown data type
+        return connection
+
+
+class _Answer:
+    """Builds the response body and its metadata for one read."""
+
+    def __init__(
+        self, state: DatasetState, policy: SyncPolicy, freshness: Freshness, page: DatasetPage, now: float
+    ) -> None:
+        self.state = state
+        self.policy = policy
+        self.freshness = freshness
+        self.page = page
+        self.now = now
+        self.background_sync = False
+        self.sync_in_progress = lease_is_held(state.lease_expires_at, now)
+        self.outcome: SyncOutcome | None = None
+
+    @property
+    def has_cache(self) -> bool:
+        return self.state.last_successful_at is not None
+
+    @property
+    def age(self) -> float | None:
+        last = self.state.last_successful_at
+        return None if last is None else max(0.0, self.now - last)
+
+    def _body(
+        self,
+        status: str,
+        source: str,
+        message: str,
+        *,
+        cached: bool,
+        warning: str | None = None,
+        error: str | None = None,
+        include_data: bool = True,
+    ) -> dict[str, Any]:
+        age = self.age
+        metadata: dict[str, Any] = {
+            "source": source,
+            "freshness": self.freshness.value,
+            "cached": cached,
+            "background_sync": self.background_sync,
+            "sync_in_progress": self.sync_in_progress,
+            "last_synced_at": to_iso(self.state.last_successful_at),
+            "staleness_seconds": None if age is None else int(age),
+            "cooldown_seconds": self.policy.cooldown_seconds,
+            "max_staleness_seconds": self.policy.max_staleness_seconds,
+            "record_count": self.state.record_count,
+            "message": message,
+        }
+        if warning:
+            metadata["warning"] = warning
+        if error:
+            metadata["error"] = error
+        if self.outcome is not None:
+            metadata["sync"] = {
+                "run_id": self.outcome.run_id,
+                "joined_running_sync": self.outcome.joined,
+                "continuation_run_id": self.outcome.continuation_run_id,
+                **self.outcome.counts.as_dict(),
+            }
+        records = [r.public() for r in self.page.records] if include_data else []
+        return {
+            "status": status,
+            "data": records,
+            "next_token": self.page.next_token if include_data else None,
+            "metadata": metadata,
+        }
+
+    def from_cache(self) -> ApiResponse:
+        message = f"Using data from {humanize_age(self.age)}"
+        if self.background_sync:
+            message += " (updating in background)"
+        return ApiResponse(200, self._body("success", "cache", message, cached=True))
+
+    def from_upstream(self) -> ApiResponse:
+        assert self.outcome is not None
+        counts = self.outcome.counts
+        if self.outcome.joined:
+            message = "Fresh data from a sync that just finished"
+        else:
+            message = (
+                f"Synced just now: {counts.inserted} new, {counts.updated} updated, "
+                f"{counts.unchanged} unchanged, {counts.deleted} deleted"
+            )
+        self.sync_in_progress = False
+        return ApiResponse(200, self._body("success", "upstream", message, cached=False))
+
+    def after_failure(self, error: str, *, retry_after: int | None) -> ApiResponse:
+        headers = {"Retry-After": str(retry_after)} if retry_after else {}
+        if not self.has_cache:
+            body = {
+                "error": {
+                    "code": "upstream_error",
+                    "message": f"The provider failed and nothing is cached yet: {error}",
+                }
+            }
+            return ApiResponse(502, body, headers)
+        message = f"Using data from {humanize_age(self.age)} because the refresh failed"
+        if retry_after:
+            message += f" (next try in {retry_after}s)"
+        body = self._body(
+            "success_with_warning",
+            "stale_cache",
+            message,
+            cached=True,
+            warning="Using stale cached data due to sync failure",
+            error=error,
+        )
+        return ApiResponse(200, body, headers)
+
+    def budget_exceeded(self, budget_seconds: float) -> ApiResponse:
+        self.sync_in_progress = True
+        self.background_sync = True
+        warning = f"The sync did not finish within {budget_seconds:g}s; it continues in the background"
+        if not self.has_cache:
+            body = self._body(
+                "pending",
+                "upstream",
+                "No data yet: the first sync is still running. Ask again in a few seconds.",
+                cached=False,
+                warning=warning,
+                include_data=False,
+            )
+            return ApiResponse(202, body, {"Retry-After": "5"})
+        message = f"Using data from {humanize_age(self.age)} (a refresh is still running)"
+        return ApiResponse(
+            200, self._body("success_with_warning", "stale_cache", message, cached=True, warning=warning)
+        )
+
+    def connection_inactive(self, connection: Connection) -> ApiResponse:
+        reason = connection.status_reason or "no reason recorded"
+        why = f"connection is {connection.status.value}: {reason}"
+        if not self.has_cache:
+            raise ConnectionNotActiveError(f"nothing cached and the {why}")
+        message = f"Using data from {humanize_age(self.age)}; not refreshing because the {why}"
+        return ApiResponse(
+            200, self._body("success_with_warning", "stale_cache", message, cached=True, warning=why)
+        )
+
+
+def is_claim_live(state: DatasetState, now: float, claim_ttl_seconds: float) -> bool:
+    return bool(state.queued_job_id) and queue_claim_is_live(state.queued_at, now, claim_ttl_seconds)

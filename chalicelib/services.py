@@ -1,0 +1,329 @@
+"""Use cases behind the routes and the worker, other than the read path (``reads.py``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from chalicelib.clock import Clock, to_iso
+from chalicelib.config import Settings
+from chalicelib.coordinator import SyncCoordinator
+from chalicelib.domain import (
+    Connection,
+    ConnectionStatus,
+    DatasetKey,
+    DatasetState,
+    Trigger,
+    validate_id,
+)
+from chalicelib.engine import OutcomeKind
+from chalicelib.errors import (
+    ClaimNotWonError,
+    ConnectionNotActiveError,
+    JobNotClaimableError,
+    NotFoundError,
+    RateLimitedError,
+    ValidationError,
+)
+from chalicelib.jobs import Job
+from chalicelib.policy import lease_is_held, queue_claim_is_live
+from chalicelib.providers import ProviderRegistry
+from chalicelib.reads import ApiResponse, PolicyResolver, parse_limit
+from chalicelib.store import DynamoStore
+
+logger = logging.getLogger(__name__)
+
+
+def _object(body: Any, name: str) -> Mapping[str, Any]:
+    if body is None:
+        return {}
+    if not isinstance(body, Mapping):
+        raise ValidationError(f"{name} must be a JSON object")
+    return body
+
+
+class ConnectionService:
+    def __init__(self, store: DynamoStore, registry: ProviderRegistry, policies: PolicyResolver, clock: Clock) -> None:
+        self._store = store
+        self._registry = registry
+        self._policies = policies
+        self._clock = clock
+
+    def put(self, user_id: str, connection_id: str, body: Any) -> tuple[int, dict[str, Any]]:
+        validate_id("user_id", user_id)
+        validate_id("connection_id", connection_id)
+        payload = _object(body, "request body")
+        provider_name = payload.get("provider")
+        if not isinstance(provider_name, str) or not provider_name:
+            raise ValidationError("provider is required")
+        provider = self._registry.get(provider_name)
+        credentials = _object(payload.get("credentials"), "credentials")
+        settings = _object(payload.get("settings"), "settings")
+        status_raw = payload.get("status", ConnectionStatus.ACTIVE.value)
+        if status_raw not in (ConnectionStatus.ACTIVE.value, ConnectionStatus.PAUSED.value):
+            raise ValidationError("status may be ACTIVE or PAUSED")
+        provider.validate_connection(credentials, settings)
+
+        now = self._clock.now()
+        existing = self._store.get_connection(user_id, connection_id)
+        if existing is not None and existing.provider != provider_name:
+            # Another provider's records do not belong to this connection any more.
+            self._delete_datasets(existing)
+        connection = Connection(
+            user_id=user_id,
+            connection_id=connection_id,
+            provider=provider_name,
+            credentials=credentials if ("credentials" in payload or existing is None) else existing.credentials,
+            settings=settings if ("settings" in payload or existing is None) else existing.settings,
+            status=ConnectionStatus(status_raw),
+            status_reason=None,
+            created_at=existing.created_at if existing else now,
+            updated_at=now,
+        )
+        self._store.put_connection(connection)
+        body_out = connection.public()
+        body_out["data_types"] = self._policies.data_types(provider_name)
+        return (200 if existing else 201), body_out
+
+    def list(self, user_id: str) -> dict[str, Any]:
+        validate_id("user_id", user_id)
+        return {"connections": [c.public() for c in self._store.list_connections(user_id)]}
+
+    def delete(self, user_id: str, connection_id: str) -> None:
+        validate_id("user_id", user_id)
+        validate_id("connection_id", connection_id)
+        connection = self._store.get_connection(user_id, connection_id)
+        if connection is None:
+            raise NotFoundError(f"connection {connection_id!r} not found")
+        self._delete_datasets(connection)
+        self._store.delete_connection(user_id, connection_id)
+
+    def _delete_datasets(self, connection: Connection) -> None:
+        for data_type in self._policies.data_types(connection.provider):
+            self._store.delete_dataset(DatasetKey(connection.user_id, connection.connection_id, data_type))
+
+
+class ManualSyncService:
+    """``POST .../sync``: queue (202) or wait for (200) a forced sync of one or all data types."""
+
+    def __init__(
+        self,
+        store: DynamoStore,
+        policies: PolicyResolver,
+        coordinator: SyncCoordinator,
+        clock: Clock,
+        settings: Settings,
+    ) -> None:
+        self._store = store
+        self._policies = policies
+        self._coordinator = coordinator
+        self._clock = clock
+        self._settings = settings
+
+    def sync(self, user_id: str, connection_id: str, body: Any) -> ApiResponse:
+        validate_id("user_id", user_id)
+        validate_id("connection_id", connection_id)
+        payload = _object(body, "request body")
+        wait = payload.get("wait", False)
+        if not isinstance(wait, bool):
+            raise ValidationError("wait must be true or false")
+        connection = self._store.get_connection(user_id, connection_id)
+        if connection is None:
+            raise NotFoundError(f"connection {connection_id!r} not found")
+        data_type = payload.get("data_type")
+        if data_type is None:
+            data_types = self._policies.data_types(connection.provider)
+        elif isinstance(data_type, str):
+            validate_id("data_type", data_type)
+            self._policies.policy(connection.provider, data_type)
+            data_types = [data_type]
+        else:
+            raise ValidationError("data_type must be a string")
+        if connection.status is not ConnectionStatus.ACTIVE:
+            raise ConnectionNotActiveError(
+                f"connection is {connection.status.value}: {connection.status_reason or 'no reason recorded'}"
+            )
+        now = self._clock.now()
+        wait_seconds = self._store.take_manual_refresh(
+            user_id, now, self._settings.force_refresh_limit, self._settings.force_refresh_window_seconds
+        )
+        if wait_seconds is not None:
+            raise RateLimitedError(
+                f"at most {self._settings.force_refresh_limit} forced refreshes per "
+                f"{self._settings.force_refresh_window_seconds}s",
+                retry_after_seconds=int(wait_seconds + 0.999),
+            )
+        if wait:
+            return self._sync_and_wait(connection, data_types, now + self._settings.read_budget_seconds)
+        results = [self._queue_one(connection, dt) for dt in data_types]
+        return ApiResponse(202, {"status": "queued", "syncs": results})
+
+    def _queue_one(self, connection: Connection, data_type: str) -> dict[str, Any]:
+        key = DatasetKey(connection.user_id, connection.connection_id, data_type)
+        policy = self._policies.policy(connection.provider, data_type)
+        try:
+            run_id = self._coordinator.queue_background(
+                key, connection.provider, policy, trigger=Trigger.FORCE, respect_cooldown=False
+            )
+            return {"data_type": data_type, "status": "queued", "run_id": run_id}
+        except ClaimNotWonError:
+            state = self._store.get_state(key)
+            now = self._clock.now()
+            if state is not None and lease_is_held(state.lease_expires_at, now):
+                return {"data_type": data_type, "status": "already_running", "run_id": state.queued_job_id}
+            return {
+                "data_type": data_type,
+                "status": "already_queued",
+                "run_id": state.queued_job_id if state else None,
+            }
+
+    def _sync_and_wait(self, connection: Connection, data_types: list[str], deadline: float) -> ApiResponse:
+        results: list[dict[str, Any]] = []
+        all_done = True
+        for data_type in data_types:
+            key = DatasetKey(connection.user_id, connection.connection_id, data_type)
+            policy = self._policies.policy(connection.provider, data_type)
+            if self._clock.now() >= deadline:
+                results.append(self._queue_one(connection, data_type))
+                all_done = False
+                continue
+            seen = self._store.get_state(key) or DatasetState.empty(key, connection.provider)
+            outcome = self._coordinator.sync_or_join(
+                connection, seen, policy, trigger=Trigger.FORCE, deadline=deadline
+            )
+            entry: dict[str, Any] = {
+                "data_type": data_type,
+                "status": outcome.kind.value,
+                "run_id": outcome.run_id,
+                "joined_running_sync": outcome.joined,
+                **outcome.counts.as_dict(),
+            }
+            if outcome.error:
+                entry["error"] = outcome.error
+            if outcome.continuation_run_id:
+                entry["continuation_run_id"] = outcome.continuation_run_id
+            if outcome.kind in (OutcomeKind.HANDED_OFF, OutcomeKind.TIMED_OUT):
+                all_done = False
+            results.append(entry)
+        failed = any(r["status"] == OutcomeKind.FAILED.value for r in results)
+        status = "failed" if failed else ("completed" if all_done else "running")
+        return ApiResponse(200 if all_done else 202, {"status": status, "syncs": results})
+
+
+class StatusService:
+    def __init__(self, store: DynamoStore, policies: PolicyResolver, clock: Clock, settings: Settings) -> None:
+        self._store = store
+        self._policies = policies
+        self._clock = clock
+        self._settings = settings
+
+    def sync_status(self, user_id: str) -> dict[str, Any]:
+        """Seed 004's sync-status, for every dataset of every connection of the user."""
+        validate_id("user_id", user_id)
+        now = self._clock.now()
+        states = {s.key.dataset_key: s for s in self._store.list_states(user_id)}
+        connections = []
+        for connection in self._store.list_connections(user_id):
+            datasets: dict[str, Any] = {}
+            for data_type in self._policies.data_types(connection.provider):
+                key = DatasetKey(user_id, connection.connection_id, data_type)
+                state = states.get(key.dataset_key) or DatasetState.empty(key, connection.provider)
+                datasets[data_type] = self._dataset_status(state, connection, now)
+            connections.append(
+                {
+                    "connection_id": connection.connection_id,
+                    "provider": connection.provider,
+                    "status": connection.status.value,
+                    "status_reason": connection.status_reason,
+                    "datasets": datasets,
+                }
+            )
+        return {"user_id": user_id, "connections": connections, "check_timestamp": to_iso(now)}
+
+    def _dataset_status(self, state: DatasetState, connection: Connection, now: float) -> dict[str, Any]:
+        policy = self._policies.policy(connection.provider, state.key.data_type)
+        last = state.last_successful_at
+        age = None if last is None else max(0.0, now - last)
+        running = lease_is_held(state.lease_expires_at, now)
+        queued = bool(state.queued_job_id) and queue_claim_is_live(
+            state.queued_at, now, self._settings.queue_claim_ttl_seconds
+        )
+        needs_sync = age is None or age >= policy.cooldown_seconds
+        next_in = 0 if age is None else max(0, int(policy.cooldown_seconds - age))
+        status = "running" if running else ("queued" if queued else state.status.value.lower())
+        if status == "idle" and last is None:
+            status = "never_synced"
+        return {
+            "last_sync_at": to_iso(last),
+            "last_attempted_at": to_iso(state.last_attempted_at),
+            "sync_status": status,
+            "records_synced": state.record_count,
+            "last_run": state.last_counts.as_dict() if state.last_counts else None,
+            "time_since_sync_seconds": None if age is None else int(age),
+            "cooldown_seconds": policy.cooldown_seconds,
+            "max_staleness_seconds": policy.max_staleness_seconds,
+            "schedule_every_seconds": policy.schedule_every_seconds,
+            "needs_sync": needs_sync,
+            "next_sync_in_seconds": next_in,
+            "consecutive_failures": state.consecutive_failures,
+            "last_error": state.last_error,
+        }
+
+    def runs(self, user_id: str, connection_id: str, params: Mapping[str, str]) -> dict[str, Any]:
+        validate_id("user_id", user_id)
+        validate_id("connection_id", connection_id)
+        limit = parse_limit(params.get("limit"), 20, 200)
+        connection = self._store.get_connection(user_id, connection_id)
+        if connection is None:
+            raise NotFoundError(f"connection {connection_id!r} not found")
+        data_type = params.get("data_type")
+        if data_type:
+            validate_id("data_type", data_type)
+            self._policies.policy(connection.provider, data_type)
+            data_types = [data_type]
+        else:
+            data_types = self._policies.data_types(connection.provider)
+        now = self._clock.now()
+        runs = []
+        for dt in data_types:
+            runs.extend(self._store.list_runs(DatasetKey(user_id, connection_id, dt), limit, now))
+        runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+        return {"runs": [r.public() for r in runs[:limit]]}
+
+
+class WorkerService:
+    """Runs queued jobs. Returns normally when the message is done (synced, superseded or
+    undeliverable); raises ``SyncInProgressError`` when it should be retried later."""
+
+    def __init__(
+        self, store: DynamoStore, policies: PolicyResolver, coordinator: SyncCoordinator, clock: Clock
+    ) -> None:
+        self._store = store
+        self._policies = policies
+        self._coordinator = coordinator
+        self._clock = clock
+
+    def handle(self, body: str, deadline: float | None) -> str:
+        try:
+            job = Job.from_json(body)
+        except ValidationError as exc:
+            logger.error("dropping malformed job: %s", exc.message)
+            return "malformed"
+        connection = self._store.get_connection(job.key.user_id, job.key.connection_id)
+        if connection is None:
+            logger.info("dropping job for a deleted connection", extra={"dataset": job.key.describe()})
+            self._store.release_queue_claim(job.key, job.run_id)
+            return "connection_gone"
+        if connection.status is not ConnectionStatus.ACTIVE:
+            self._store.release_queue_claim(job.key, job.run_id)
+            return "connection_inactive"
+        try:
+            policy = self._policies.policy(connection.provider, job.key.data_type)
+        except NotFoundError:
+            return "unknown_data_type"
+        try:
+            outcome = self._coordinator.run_job(job, connection, policy, deadline)
+        except JobNotClaimableError:
+            return "superseded"
+        return outcome.kind.value

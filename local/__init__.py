@@ -1,0 +1,1 @@
+"""Developer tooling: the local runner and helpers shared with the tests. Never deployed."""

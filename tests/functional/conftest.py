@@ -1,0 +1,110 @@
+"""Functional fixtures: moto for DynamoDB and SQS, chalice.test.Client for routes and handlers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import boto3
+import pytest
+from chalice.test import Client
+from moto import mock_aws
+
+from app import JOB_QUEUE_NAME, app
+from chalicelib.auth import issue_token
+from chalicelib.clock import FakeClock
+from chalicelib.config import Settings
+from chalicelib.container import Container, build_container, set_container
+from chalicelib.models import create_tables
+from chalicelib.providers import ProviderRegistry
+from local.moto_atomic import make_moto_dynamodb_atomic
+
+TEST_SECRET = "test-secret-that-is-long-enough-for-hs256"
+
+
+@dataclass
+class Harness:
+    container: Container
+    clock: FakeClock
+    client: Client
+    sqs: Any
+    queue_url: str
+
+    @property
+    def settings(self) -> Settings:
+        return self.container.settings
+
+    def headers(self, user_id: str = "u1", *, operator: bool = False) -> dict[str, str]:
+        token = issue_token(self.settings, user_id, self.clock.now(), operator=operator)
+        return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def put_connection(
+        self, user_id: str = "u1", connection_id: str = "c1", provider: str = "demo", **body: Any
+    ) -> Any:
+        payload = {"provider": provider, "credentials": {"token": "secret-demo-token"}, **body}
+        return self.client.http.put(
+            f"/users/{user_id}/connections/{connection_id}", headers=self.headers(user_id), body=json.dumps(payload)
+        )
+
+    def read(self, path: str, user_id: str = "u1") -> Any:
+        return self.client.http.get(path, headers=self.headers(user_id))
+
+    def queued_bodies(self) -> list[str]:
+        """Take every message off the (moto) queue."""
+        bodies: list[str] = []
+        while True:
+            got = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            messages = got.get("Messages", [])
+            if not messages:
+                return bodies
+            for message in messages:
+                bodies.append(message["Body"])
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    def deliver(self, bodies: list[str]) -> Any:
+        """Invoke the worker Lambda the way SQS would."""
+        event = self.client.events.generate_sqs_event(message_bodies=bodies, queue_name=JOB_QUEUE_NAME)
+        return self.client.lambda_.invoke("sync_worker", event)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _atomic_moto() -> None:
+    make_moto_dynamodb_atomic()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(jwt_secret=TEST_SECRET, join_poll_interval_seconds=0.01)
+
+
+@pytest.fixture
+def make_harness(settings: Settings) -> Iterator[Callable[..., Harness]]:
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        queue_url = sqs.create_queue(QueueName=JOB_QUEUE_NAME)["QueueUrl"]
+        tables_made = False
+        clients: list[Client] = []
+
+        def build(registry: ProviderRegistry | None = None, **overrides: Any) -> Harness:
+            nonlocal tables_made
+            clock = FakeClock()
+            container = build_container(replace(settings, **overrides), clock=clock, registry=registry)
+            if not tables_made:
+                create_tables()
+                tables_made = True
+            set_container(container)
+            client = Client(app)
+            clients.append(client)
+            return Harness(container, clock, client.__enter__(), sqs, queue_url)
+
+        yield build
+        for client in clients:
+            client.__exit__(None, None, None)
+        set_container(None)
+
+
+@pytest.fixture
+def harness(make_harness: Callable[..., Harness]) -> Harness:
+    return make_harness()
