@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 _NO_DEADLINE_TIMEOUT_SECONDS = 60.0
 _MIN_USEFUL_FETCH_SECONDS = 0.5
+_RESTART_AFTER_FAILURES = 3
 
 
 def new_run_id(now: float) -> str:
@@ -107,7 +108,12 @@ class SyncEngine:
         key = state.key
         provider = self._registry.get(connection.provider)
         started = self._clock.now()
-        checkpoint = state.checkpoint or Checkpoint(generation=run_id, page_token=None, since=state.watermark)
+        checkpoint = state.checkpoint
+        if checkpoint is not None and state.consecutive_failures >= _RESTART_AFTER_FAILURES:
+            # A checkpoint that keeps failing may hold a page token the provider no longer honours.
+            checkpoint = None
+        if checkpoint is None:
+            checkpoint = Checkpoint(generation=run_id, page_token=None, since=state.watermark)
         run = SyncRun(
             key=key,
             run_id=run_id,
@@ -115,7 +121,7 @@ class SyncEngine:
             status=RunStatus.RUNNING,
             created_at=created_at if created_at is not None else started,
             started_at=started,
-            resumed=checkpoint.generation if state.checkpoint is not None else None,
+            resumed=checkpoint.generation if checkpoint.generation != run_id else None,
         )
         self._store.put_run(run, self.retention_seconds)
         counts = SyncCounts()

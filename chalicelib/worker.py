@@ -22,7 +22,10 @@ def handle_sqs_batch(records: list[Any], context: Any) -> dict[str, Any]:
         deadline = None
         remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
         if callable(remaining_ms):
-            deadline = container.clock.now() + remaining_ms() / 1000.0 - _HANDOFF_MARGIN_SECONDS
+            remaining = remaining_ms() / 1000.0
+            # A function this short could not hand off usefully; let it run to its own timeout.
+            if remaining > 2 * _HANDOFF_MARGIN_SECONDS:
+                deadline = container.clock.now() + remaining - _HANDOFF_MARGIN_SECONDS
         try:
             result = container.worker.handle(record.body, deadline)
             logger.info("job handled: %s", result)

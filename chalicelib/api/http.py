@@ -13,7 +13,7 @@ from chalice.app import Request
 from chalicelib.auth import authenticate, authorize_user
 from chalicelib.config import ConfigurationError
 from chalicelib.container import Container, get_container
-from chalicelib.errors import ForbiddenError, RateLimitedError, SmartSyncError
+from chalicelib.errors import ForbiddenError, RateLimitedError, SmartSyncError, ValidationError
 from chalicelib.reads import ApiResponse
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,10 @@ def json_body(request: Request) -> Any:
     """The parsed body, or ``None`` when empty; malformed JSON is a 400, not a 500."""
     if not request.raw_body:
         return None
-    return request.json_body
+    try:
+        return request.json_body
+    except BadRequestError:
+        raise ValidationError("request body is not valid JSON") from None
 
 
 View = Callable[..., Any]

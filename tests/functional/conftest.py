@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -19,6 +20,8 @@ from chalicelib.config import Settings
 from chalicelib.container import Container, build_container, set_container
 from chalicelib.models import create_tables
 from chalicelib.providers import ProviderRegistry
+from chalicelib.providers.base import DataTypeSpec, FetchRequest, Page, Provider
+from chalicelib.providers.demo import DemoProvider
 from local.moto_atomic import make_moto_dynamodb_atomic
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256"
@@ -27,7 +30,7 @@ TEST_SECRET = "test-secret-that-is-long-enough-for-hs256"
 @dataclass
 class Harness:
     container: Container
-    clock: FakeClock
+    clock: Any
     client: Client
     sqs: Any
     queue_url: str
@@ -69,6 +72,39 @@ class Harness:
         return self.client.lambda_.invoke("sync_worker", event)
 
 
+class CountingProvider:
+    """Wraps a provider and records every page fetch (the upstream calls)."""
+
+    def __init__(self, inner: Provider, before_fetch: Callable[[FetchRequest], None] | None = None) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.requests: list[FetchRequest] = []
+        self.before_fetch = before_fetch
+        self._lock = threading.Lock()
+
+    @property
+    def calls(self) -> int:
+        return len(self.requests)
+
+    def data_types(self) -> Mapping[str, DataTypeSpec]:
+        return self.inner.data_types()
+
+    def validate_connection(self, credentials: Mapping[str, Any], settings: Mapping[str, Any]) -> None:
+        self.inner.validate_connection(credentials, settings)
+
+    def fetch_page(self, request: FetchRequest) -> Page:
+        with self._lock:
+            self.requests.append(request)
+        if self.before_fetch is not None:
+            self.before_fetch(request)
+        return self.inner.fetch_page(request)
+
+
+def counting_demo(before_fetch: Callable[[FetchRequest], None] | None = None) -> tuple[ProviderRegistry, CountingProvider]:
+    provider = CountingProvider(DemoProvider(), before_fetch)
+    return ProviderRegistry({"demo": provider}), provider
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _atomic_moto() -> None:
     make_moto_dynamodb_atomic()
@@ -87,9 +123,9 @@ def make_harness(settings: Settings) -> Iterator[Callable[..., Harness]]:
         tables_made = False
         clients: list[Client] = []
 
-        def build(registry: ProviderRegistry | None = None, **overrides: Any) -> Harness:
+        def build(registry: ProviderRegistry | None = None, clock: Any = None, **overrides: Any) -> Harness:
             nonlocal tables_made
-            clock = FakeClock()
+            clock = clock or FakeClock()
             container = build_container(replace(settings, **overrides), clock=clock, registry=registry)
             if not tables_made:
                 create_tables()

@@ -1,0 +1,521 @@
+"""Performance numbers quoted in the issue notes (``make bench``). A script, not a test.
+
+Everything runs in-process against moto (DynamoDB + SQS), through the real Chalice
+routes (``chalice.test.Client``), so counts are exact and times are relative:
+
+1. DynamoDB requests per cached read (target 1, at most 2).
+2. Upstream fetches for 50 concurrent reads of an expired / never-synced dataset (target 1).
+3. Median handler time of a cached read vs one bare GetItem on the same backend.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Never reach real AWS, whatever the shell exports (mock_aws also fakes these).
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+)
+for _var in ("SMART_SYNC_DYNAMODB_HOST", "SMART_SYNC_SQS_ENDPOINT", "SMART_SYNC_QUEUE_URL"):
+    os.environ.pop(_var, None)
+
+import json  # noqa: E402
+import math  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from collections import Counter  # noqa: E402
+from collections.abc import Callable, Iterator, Mapping, Sequence  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from dataclasses import dataclass, field, replace  # noqa: E402
+from importlib import metadata  # noqa: E402
+from typing import Any  # noqa: E402
+
+import boto3  # noqa: E402
+import botocore.client  # noqa: E402
+from chalice.test import Client  # noqa: E402
+from moto import mock_aws  # noqa: E402
+
+from app import JOB_QUEUE_NAME, app  # noqa: E402
+from chalicelib.auth import authenticate, issue_token  # noqa: E402
+from chalicelib.clock import Clock, FakeClock, SystemClock  # noqa: E402
+from chalicelib.config import Settings  # noqa: E402
+from chalicelib.container import Container, build_container, set_container  # noqa: E402
+from chalicelib.domain import DatasetKey  # noqa: E402
+from chalicelib.models import STATE_SORT_KEY, create_tables  # noqa: E402
+from chalicelib.providers import ProviderRegistry  # noqa: E402
+from chalicelib.providers.base import DataTypeSpec, FetchRequest, Page  # noqa: E402
+from chalicelib.providers.demo import DemoProvider  # noqa: E402
+from local.moto_atomic import make_moto_dynamodb_atomic  # noqa: E402
+
+BENCH_SECRET = "bench-secret-that-is-long-enough-for-hs256"
+DATA_TYPE = "recovery"
+
+CACHED_READS = 200
+CONCURRENT_READERS = 50
+UPSTREAM_DELAY_SECONDS = 0.2
+TIMING_ITERATIONS = 300
+WARMUP_ITERATIONS = 20
+
+
+# --- DynamoDB request counting ----------------------------------------------------------------------
+
+
+class DynamoCallCounter:
+    """Counts DynamoDB API calls made by any botocore client (PynamoDB's own session included).
+
+    PynamoDB creates its botocore session per thread and its client lazily, but every
+    call ends in ``BaseClient._make_api_call`` (where botocore emits ``before-call``),
+    so patching that one method sees them all. One logical call = one count (retries,
+    which moto never causes, would be inside it).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: Counter[str] = Counter()
+        self._installed = False
+
+    def install(self) -> None:
+        if self._installed:
+            return
+        original: Callable[..., Any] = botocore.client.BaseClient._make_api_call
+        counter = self
+
+        def counting(client: Any, operation_name: str, api_params: Mapping[str, Any]) -> Any:
+            if client.meta.service_model.service_name == "dynamodb":
+                with counter._lock:
+                    counter._calls[operation_name] += 1
+            return original(client, operation_name, api_params)
+
+        botocore.client.BaseClient._make_api_call = counting  # type: ignore[method-assign]
+        self._installed = True
+
+    @contextmanager
+    def measure(self) -> Iterator[Counter[str]]:
+        """Yields a Counter that holds the calls made inside the block once it exits."""
+        result: Counter[str] = Counter()
+        with self._lock:
+            before = Counter(self._calls)
+        try:
+            yield result
+        finally:
+            with self._lock:
+                after = Counter(self._calls)
+            result.update(after - before)
+
+
+COUNTER = DynamoCallCounter()
+
+
+# --- a provider that counts upstream fetches ----------------------------------------------------------
+
+
+class CountingProvider:
+    """Wraps a provider; counts ``fetch_page`` calls and adds real (wall-clock) latency."""
+
+    def __init__(self, inner: DemoProvider, delay_seconds: float = 0.0) -> None:
+        self.name = inner.name
+        self._inner = inner
+        self._delay = delay_seconds
+        self._lock = threading.Lock()
+        self.fetches = 0
+
+    def data_types(self) -> Mapping[str, DataTypeSpec]:
+        return self._inner.data_types()
+
+    def validate_connection(self, credentials: Mapping[str, Any], settings: Mapping[str, Any]) -> None:
+        self._inner.validate_connection(credentials, settings)
+
+    def fetch_page(self, request: FetchRequest) -> Page:
+        with self._lock:
+            self.fetches += 1
+        if self._delay:
+            time.sleep(self._delay)
+        return self._inner.fetch_page(request)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.fetches = 0
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Env:
+    container: Container
+    clock: Clock
+    client: Client
+    provider: CountingProvider
+
+    def headers(self, user_id: str) -> dict[str, str]:
+        token = issue_token(self.container.settings, user_id, self.clock.now())
+        return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def put_connection(self, user_id: str, connection_id: str, settings: Mapping[str, Any] | None = None) -> None:
+        body: dict[str, Any] = {"provider": "demo", "credentials": {"token": "secret-demo-token"}}
+        if settings is not None:
+            body["settings"] = dict(settings)
+        response = self.client.http.put(
+            f"/users/{user_id}/connections/{connection_id}", headers=self.headers(user_id), body=json.dumps(body)
+        )
+        if response.status_code not in (200, 201):
+            raise RuntimeError(f"put_connection failed: {response.status_code} {response.body!r}")
+
+
+def build_env(settings: Settings, clock: Clock, delay_seconds: float = 0.0) -> Env:
+    provider = CountingProvider(DemoProvider("demo"), delay_seconds)
+    container = build_container(settings, clock=clock, registry=ProviderRegistry({"demo": provider}))
+    set_container(container)
+    return Env(container, clock, Client(app), provider)
+
+
+def data_path(user_id: str, connection_id: str) -> str:
+    return f"/users/{user_id}/connections/{connection_id}/data/{DATA_TYPE}"
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def time_ms(fn: Callable[[], Any], iterations: int, warmup: int = WARMUP_ITERATIONS) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    samples: list[float] = []
+    for _ in range(iterations):
+        start = time.perf_counter_ns()
+        fn()
+        samples.append((time.perf_counter_ns() - start) / 1e6)
+    return samples
+
+
+def ops_text(ops: Mapping[str, int], per: int = 1) -> str:
+    if not ops:
+        return "-"
+    return ", ".join(f"{name} {count / per:g}" for name, count in sorted(ops.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+@dataclass
+class Table:
+    title: str
+    rows: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def add(self, metric: str, value: object, target: str = "") -> None:
+        self.rows.append((metric, str(value), target))
+
+    def render(self) -> str:
+        header = ("metric", "value", "target")
+        widths = [max(len(r[i]) for r in [header, *self.rows]) for i in range(3)]
+        line = "  ".join("-" * w for w in widths)
+        out = [f"== {self.title}", "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)), line]
+        out += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in self.rows]
+        return "\n".join(out)
+
+
+# --- 1. DynamoDB requests per cached read -------------------------------------------------------------
+
+
+def bench_cached_read_requests(settings: Settings, results: dict[str, Any]) -> Table:
+    env = build_env(settings, FakeClock())
+    env.put_connection("u1", "c1")
+    path = data_path("u1", "c1")
+    headers = env.headers("u1")
+
+    with COUNTER.measure() as sync_ops:
+        first = env.client.http.get(path, headers=headers)
+    first_body = json.loads(first.body)
+    if first.status_code != 200 or first_body["metadata"]["source"] != "upstream":
+        raise RuntimeError(f"first read did not sync: {first.status_code} {first_body}")
+
+    sources: Counter[str] = Counter()
+    statuses: Counter[int] = Counter()
+    with COUNTER.measure() as cached_ops:
+        for _ in range(CACHED_READS):
+            response = env.client.http.get(path, headers=headers)
+            statuses[response.status_code] += 1
+            sources[json.loads(response.body)["metadata"]["source"]] += 1
+
+    total = sum(cached_ops.values())
+    per_read = total / CACHED_READS
+    table = Table("1. DynamoDB requests per cached read")
+    table.add("syncing first read: DynamoDB calls", sum(sync_ops.values()))
+    table.add("  by operation", ops_text(sync_ops))
+    table.add("cached reads (N)", CACHED_READS)
+    table.add("  answers", f"{dict(statuses)} source={dict(sources)}", f"{{200: {CACHED_READS}}} source=cache")
+    table.add("DynamoDB calls during N cached reads", total)
+    table.add("DynamoDB requests per cached read", f"{per_read:g}", "1 (at most 2)")
+    table.add("  by operation, per read", ops_text(cached_ops, CACHED_READS))
+    results["cached_read"] = {
+        "reads": CACHED_READS,
+        "dynamodb_requests_per_read": per_read,
+        "ops_per_read": {k: v / CACHED_READS for k, v in cached_ops.items()},
+        "all_200_from_cache": statuses == Counter({200: CACHED_READS}) and sources == Counter({"cache": CACHED_READS}),
+        "syncing_read_ops": dict(sync_ops),
+    }
+    return table
+
+
+# --- 2. upstream fetches for concurrent expired reads -------------------------------------------------
+
+
+@dataclass
+class RoundResult:
+    fetches: int
+    statuses: Counter[int]
+    sources: Counter[str]
+    joined: int
+    errors: list[str]
+    latencies_ms: list[float]
+    ops: Counter[str]
+    wall_ms: float
+
+
+def concurrent_round(env: Env, user_id: str, connection_id: str) -> RoundResult:
+    path = data_path(user_id, connection_id)
+    headers = env.headers(user_id)
+    # One HTTP client per thread, made before the race. (LocalGateway keeps current_request
+    # thread-local, but TestHTTPClient swaps the process-wide os.environ per request.)
+    clients = [Client(app) for _ in range(CONCURRENT_READERS)]
+    for client in clients:
+        _ = client.http
+    barrier = threading.Barrier(CONCURRENT_READERS + 1)
+    latencies = [0.0] * CONCURRENT_READERS
+    statuses = [0] * CONCURRENT_READERS
+    bodies: list[dict[str, Any]] = [{} for _ in range(CONCURRENT_READERS)]
+    errors: list[str] = []
+
+    def read(index: int) -> None:
+        barrier.wait()
+        start = time.perf_counter()
+        try:
+            response = clients[index].http.get(path, headers=headers)
+            statuses[index] = response.status_code
+            bodies[index] = json.loads(response.body)
+        except Exception as exc:  # report, do not hide
+            errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            latencies[index] = (time.perf_counter() - start) * 1000
+
+    threads = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(CONCURRENT_READERS)]
+    for thread in threads:
+        thread.start()
+    env.provider.reset()
+    environ_before = os.environ
+    with COUNTER.measure() as ops:
+        barrier.wait()
+        released = time.perf_counter()
+        for thread in threads:
+            thread.join(timeout=30)
+        wall_ms = (time.perf_counter() - released) * 1000
+    if os.environ is not environ_before:
+        errors.append("os.environ was left swapped by concurrent chalice.test.Client requests (restored)")
+        os.environ = environ_before  # type: ignore[assignment]
+    if any(thread.is_alive() for thread in threads):
+        errors.append("some reader threads did not finish within 30 s")
+    sources = Counter(str(b.get("metadata", {}).get("source", b.get("error", {}).get("code"))) for b in bodies)
+    joined = sum(1 for b in bodies if b.get("metadata", {}).get("sync", {}).get("joined_running_sync"))
+    return RoundResult(
+        fetches=env.provider.fetches,
+        statuses=Counter(statuses),
+        sources=sources,
+        joined=joined,
+        errors=errors,
+        latencies_ms=latencies,
+        ops=ops,
+        wall_ms=wall_ms,
+    )
+
+
+def bench_concurrent_reads(settings: Settings, sqs: Any, queue_url: str, results: dict[str, Any]) -> Table:
+    make_moto_dynamodb_atomic()
+    # cooldown == max_staleness == 1 s: fresh for 1 s after a sync, then expired (no "stale" tier in between).
+    overrides = {"demo/recovery": {"cooldown_seconds": 1, "max_staleness_seconds": 1}}
+    concurrent_settings = replace(settings, join_poll_interval_seconds=0.02, policy_overrides=overrides)
+    env = build_env(concurrent_settings, SystemClock(), UPSTREAM_DELAY_SECONDS)
+    demo_settings = {"records": 10, "page_size": 50}
+    env.put_connection("u2", "c2", demo_settings)
+    # Warm, like a warm Lambda: PynamoDB creates each model's botocore client lazily and without a lock
+    # (build_container -> bind_models drops them), so a cold 50-thread race first builds dozens of clients.
+    env.put_connection("u2", "warmup", demo_settings)
+    warm = env.client.http.get(data_path("u2", "warmup"), headers=env.headers("u2"))
+    if warm.status_code != 200:
+        raise RuntimeError(f"warm-up read failed: {warm.status_code} {warm.body!r}")
+
+    table = Table(
+        f"2. Upstream fetches, {CONCURRENT_READERS} concurrent reads (fetch_page sleeps "
+        f"{UPSTREAM_DELAY_SECONDS:g}s real time, SystemClock, join poll 0.02s, 10 records in 1 page, warm clients)"
+    )
+    rounds: dict[str, RoundResult] = {}
+    rounds["never_synced"] = concurrent_round(env, "u2", "c2")
+    time.sleep(1.1)  # let the dataset pass max_staleness (1 s): the next reads find it expired
+    rounds["expired"] = concurrent_round(env, "u2", "c2")
+    queued = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"])
+    queued_messages = int(queued["Attributes"]["ApproximateNumberOfMessages"])
+
+    results["concurrent"] = {}
+    for name, result in rounds.items():
+        ok = result.statuses.get(200, 0)
+        p50 = percentile(result.latencies_ms, 50)
+        p95 = percentile(result.latencies_ms, 95)
+        table.add(f"[{name}] upstream fetches (fetch_page calls)", result.fetches, "1")
+        table.add(f"[{name}] 200 answers", f"{ok}/{CONCURRENT_READERS}", str(CONCURRENT_READERS))
+        table.add(f"[{name}]   statuses / sources", f"{dict(result.statuses)} / {dict(result.sources)}")
+        table.add(f"[{name}]   joined the running sync", result.joined, str(CONCURRENT_READERS - 1))
+        table.add(f"[{name}] latency p50 / p95 / max (ms)", f"{p50:.1f} / {p95:.1f} / {max(result.latencies_ms):.1f}")
+        table.add(f"[{name}]   wall time, barrier to last answer (ms)", f"{result.wall_ms:.1f}")
+        table.add(f"[{name}]   DynamoDB calls (all readers)", sum(result.ops.values()))
+        table.add(f"[{name}]   by operation", ops_text(result.ops))
+        for error in result.errors[:5]:
+            table.add(f"[{name}]   ERROR", error)
+        results["concurrent"][name] = {
+            "upstream_fetches": result.fetches,
+            "ok_200": ok,
+            "statuses": {str(k): v for k, v in result.statuses.items()},
+            "joined": result.joined,
+            "p50_ms": round(p50, 2),
+            "p95_ms": round(p95, 2),
+            "max_ms": round(max(result.latencies_ms), 2),
+            "dynamodb_calls": dict(result.ops),
+            "errors": result.errors,
+        }
+    table.add("SQS messages queued by these reads", queued_messages, "0")
+    results["concurrent"]["sqs_messages_queued"] = queued_messages
+    return table
+
+
+# --- 3. cached read vs bare GetItem -------------------------------------------------------------------
+
+
+def bench_cached_read_time(settings: Settings, results: dict[str, Any]) -> Table:
+    clock = FakeClock()
+    env = build_env(settings, clock)
+    env.put_connection("u3", "c3")
+    path = data_path("u3", "c3")
+    headers = env.headers("u3")
+    first = env.client.http.get(path, headers=headers)
+    if first.status_code != 200:
+        raise RuntimeError(f"first read failed: {first.status_code} {first.body!r}")
+    check = json.loads(env.client.http.get(path, headers=headers).body)
+    if check["metadata"]["source"] != "cache":
+        raise RuntimeError(f"second read was not cached: {check['metadata']}")
+    records = len(check["data"])
+
+    key = DatasetKey("u3", "c3", DATA_TYPE)
+    ddb = boto3.client("dynamodb", region_name=settings.region)
+    table_name = settings.datasets_table
+    get_key = {"pk": {"S": key.dataset_id}, "sk": {"S": STATE_SORT_KEY}}
+    limit = settings.default_page_limit + 2
+
+    def cached_read() -> None:
+        env.client.http.get(path, headers=headers)
+
+    def bare_get_item() -> None:
+        ddb.get_item(TableName=table_name, Key=get_key)
+
+    def bare_query() -> None:
+        ddb.query(
+            TableName=table_name,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": key.dataset_id}},
+            Limit=limit,
+        )
+
+    def reader_only() -> None:
+        env.container.reader.read("u3", "c3", DATA_TYPE, {})
+
+    def jwt_only() -> None:
+        authenticate(headers, env.container.settings, clock.now())
+
+    read_ms = statistics.median(time_ms(cached_read, TIMING_ITERATIONS))
+    get_ms = statistics.median(time_ms(bare_get_item, TIMING_ITERATIONS))
+    query_ms = statistics.median(time_ms(bare_query, TIMING_ITERATIONS))
+    reader_ms = statistics.median(time_ms(reader_only, TIMING_ITERATIONS))
+    jwt_ms = statistics.median(time_ms(jwt_only, TIMING_ITERATIONS))
+    ratio = read_ms / get_ms
+
+    table = Table(f"3. Median handler time, {TIMING_ITERATIONS} iterations each ({records} cached records per answer)")
+    table.add("cached read via chalice.test.Client (ms)", f"{read_ms:.3f}")
+    table.add("bare boto3 GetItem, state item (ms)", f"{get_ms:.3f}")
+    table.add("ratio cached read / GetItem", f"{ratio:.2f}x")
+    table.add("  context: bare boto3 Query, same as the read (ms)", f"{query_ms:.3f}")
+    table.add("  context: DatasetReader.read, no HTTP/JWT (ms)", f"{reader_ms:.3f}")
+    table.add("  context: JWT verification only (ms)", f"{jwt_ms:.3f}")
+    results["timing"] = {
+        "iterations": TIMING_ITERATIONS,
+        "records_per_answer": records,
+        "cached_read_median_ms": round(read_ms, 4),
+        "bare_get_item_median_ms": round(get_ms, 4),
+        "ratio": round(ratio, 2),
+        "bare_query_median_ms": round(query_ms, 4),
+        "reader_only_median_ms": round(reader_ms, 4),
+        "jwt_only_median_ms": round(jwt_ms, 4),
+    }
+    return table
+
+
+# --- main ---------------------------------------------------------------------------------------------
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def machine_table(results: dict[str, Any]) -> Table:
+    table = Table("machine")
+    versions = {p: _version(p) for p in ("chalice", "pynamodb", "moto", "botocore", "pyjwt")}
+    table.add("python", f"{platform.python_implementation()} {platform.python_version()} ({sys.platform})")
+    table.add("cpu count", os.cpu_count())
+    table.add("platform", platform.platform())
+    table.add("packages", " ".join(f"{k} {v}" for k, v in versions.items()))
+    table.add("backend", "in-process moto; absolute times are not AWS latencies")
+    results["machine"] = {
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        **versions,
+        "backend": "in-process moto",
+    }
+    return table
+
+
+def main() -> int:
+    started = time.perf_counter()
+    results: dict[str, Any] = {}
+    settings = Settings(jwt_secret=BENCH_SECRET, join_poll_interval_seconds=0.01)
+    COUNTER.install()
+    tables = [machine_table(results)]
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name=settings.region)
+        queue_url = sqs.create_queue(QueueName=JOB_QUEUE_NAME)["QueueUrl"]
+        build_container(settings, clock=FakeClock(), registry=ProviderRegistry({"demo": DemoProvider()}))
+        create_tables()
+        try:
+            tables.append(bench_cached_read_requests(settings, results))
+            tables.append(bench_concurrent_reads(settings, sqs, queue_url, results))
+            tables.append(bench_cached_read_time(settings, results))
+        finally:
+            set_container(None)
+    results["elapsed_seconds"] = round(time.perf_counter() - started, 2)
+    for table in tables:
+        print(table.render())
+        print()
+    print(f"elapsed: {results['elapsed_seconds']} s")
+    print(json.dumps(results, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
