@@ -245,6 +245,15 @@ def bench_cached_read_requests(settings: Settings, results: dict[str, Any]) -> T
             statuses[response.status_code] += 1
             sources[json.loads(response.body)["metadata"]["source"]] += 1
 
+    first_page = json.loads(env.client.http.get(path + "?limit=10", headers=headers).body)
+    paged_path = f"{path}?limit=10&next_token={first_page['next_token']}"
+    paged_reads = 50
+    with COUNTER.measure() as paged_ops:
+        for _ in range(paged_reads):
+            response = env.client.http.get(paged_path, headers=headers)
+            if response.status_code != 200:
+                raise RuntimeError(f"paged read failed: {response.status_code} {response.body!r}")
+
     total = sum(cached_ops.values())
     per_read = total / CACHED_READS
     table = Table("1. DynamoDB requests per cached read")
@@ -255,12 +264,18 @@ def bench_cached_read_requests(settings: Settings, results: dict[str, Any]) -> T
     table.add("DynamoDB calls during N cached reads", total)
     table.add("DynamoDB requests per cached read", f"{per_read:g}", "1 (at most 2)")
     table.add("  by operation, per read", ops_text(cached_ops, CACHED_READS))
+    table.add(
+        "context: later page (next_token), per read",
+        f"{sum(paged_ops.values()) / paged_reads:g} ({ops_text(paged_ops, paged_reads)})",
+        "at most 2",
+    )
     results["cached_read"] = {
         "reads": CACHED_READS,
         "dynamodb_requests_per_read": per_read,
         "ops_per_read": {k: v / CACHED_READS for k, v in cached_ops.items()},
         "all_200_from_cache": statuses == Counter({200: CACHED_READS}) and sources == Counter({"cache": CACHED_READS}),
         "syncing_read_ops": dict(sync_ops),
+        "next_token_page_requests_per_read": sum(paged_ops.values()) / paged_reads,
     }
     return table
 
@@ -275,6 +290,7 @@ class RoundResult:
     sources: Counter[str]
     joined: int
     errors: list[str]
+    notes: list[str]
     latencies_ms: list[float]
     ops: Counter[str]
     wall_ms: float
@@ -317,9 +333,10 @@ def concurrent_round(env: Env, user_id: str, connection_id: str) -> RoundResult:
         for thread in threads:
             thread.join(timeout=30)
         wall_ms = (time.perf_counter() - released) * 1000
+    notes: list[str] = []
     if os.environ is not environ_before:
-        errors.append("os.environ was left swapped by concurrent chalice.test.Client requests (restored)")
-        os.environ = environ_before  # type: ignore[assignment]
+        notes.append("harness: concurrent chalice.test.Client requests left os.environ swapped (restored)")
+        os.environ = environ_before  # type: ignore[assignment]  # noqa: B003  (restore the same object)
     if any(thread.is_alive() for thread in threads):
         errors.append("some reader threads did not finish within 30 s")
     sources = Counter(str(b.get("metadata", {}).get("source", b.get("error", {}).get("code"))) for b in bodies)
@@ -330,13 +347,16 @@ def concurrent_round(env: Env, user_id: str, connection_id: str) -> RoundResult:
         sources=sources,
         joined=joined,
         errors=errors,
+        notes=notes,
         latencies_ms=latencies,
         ops=ops,
         wall_ms=wall_ms,
     )
 
 
-def bench_concurrent_reads(settings: Settings, sqs: Any, queue_url: str, results: dict[str, Any]) -> Table:
+def bench_concurrent_reads(
+    settings: Settings, sqs: Any, queue_url: str, results: dict[str, Any], *, cold: bool = False
+) -> Table:
     make_moto_dynamodb_atomic()
     # cooldown == max_staleness == 1 s: fresh for 1 s after a sync, then expired (no "stale" tier in between).
     overrides = {"demo/recovery": {"cooldown_seconds": 1, "max_staleness_seconds": 1}}
@@ -346,14 +366,17 @@ def bench_concurrent_reads(settings: Settings, sqs: Any, queue_url: str, results
     env.put_connection("u2", "c2", demo_settings)
     # Warm, like a warm Lambda: PynamoDB creates each model's botocore client lazily and without a lock
     # (build_container -> bind_models drops them), so a cold 50-thread race first builds dozens of clients.
-    env.put_connection("u2", "warmup", demo_settings)
-    warm = env.client.http.get(data_path("u2", "warmup"), headers=env.headers("u2"))
-    if warm.status_code != 200:
-        raise RuntimeError(f"warm-up read failed: {warm.status_code} {warm.body!r}")
+    # ``--cold`` skips this to show the cold-container race.
+    if not cold:
+        env.put_connection("u2", "warmup", demo_settings)
+        warm = env.client.http.get(data_path("u2", "warmup"), headers=env.headers("u2"))
+        if warm.status_code != 200:
+            raise RuntimeError(f"warm-up read failed: {warm.status_code} {warm.body!r}")
 
     table = Table(
         f"2. Upstream fetches, {CONCURRENT_READERS} concurrent reads (fetch_page sleeps "
-        f"{UPSTREAM_DELAY_SECONDS:g}s real time, SystemClock, join poll 0.02s, 10 records in 1 page, warm clients)"
+        f"{UPSTREAM_DELAY_SECONDS:g}s real time, SystemClock, join poll 0.02s, 10 records in 1 page, "
+        f"{'COLD' if cold else 'warm'} clients)"
     )
     rounds: dict[str, RoundResult] = {}
     rounds["never_synced"] = concurrent_round(env, "u2", "c2")
@@ -362,7 +385,7 @@ def bench_concurrent_reads(settings: Settings, sqs: Any, queue_url: str, results
     queued = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"])
     queued_messages = int(queued["Attributes"]["ApproximateNumberOfMessages"])
 
-    results["concurrent"] = {}
+    results["concurrent"] = {"cold_clients": cold}
     for name, result in rounds.items():
         ok = result.statuses.get(200, 0)
         p50 = percentile(result.latencies_ms, 50)
@@ -377,6 +400,8 @@ def bench_concurrent_reads(settings: Settings, sqs: Any, queue_url: str, results
         table.add(f"[{name}]   by operation", ops_text(result.ops))
         for error in result.errors[:5]:
             table.add(f"[{name}]   ERROR", error)
+        for note in result.notes:
+            table.add(f"[{name}]   note", note)
         results["concurrent"][name] = {
             "upstream_fetches": result.fetches,
             "ok_200": ok,
@@ -387,6 +412,7 @@ def bench_concurrent_reads(settings: Settings, sqs: Any, queue_url: str, results
             "max_ms": round(max(result.latencies_ms), 2),
             "dynamodb_calls": dict(result.ops),
             "errors": result.errors,
+            "notes": result.notes,
         }
     table.add("SQS messages queued by these reads", queued_messages, "0")
     results["concurrent"]["sqs_messages_queued"] = queued_messages
@@ -491,7 +517,9 @@ def machine_table(results: dict[str, Any]) -> Table:
     return table
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    cold = "--cold" in args
     started = time.perf_counter()
     results: dict[str, Any] = {}
     settings = Settings(jwt_secret=BENCH_SECRET, join_poll_interval_seconds=0.01)
@@ -504,7 +532,7 @@ def main() -> int:
         create_tables()
         try:
             tables.append(bench_cached_read_requests(settings, results))
-            tables.append(bench_concurrent_reads(settings, sqs, queue_url, results))
+            tables.append(bench_concurrent_reads(settings, sqs, queue_url, results, cold=cold))
             tables.append(bench_cached_read_time(settings, results))
         finally:
             set_container(None)

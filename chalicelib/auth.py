@@ -10,7 +10,6 @@ import jwt
 from chalicelib.config import ConfigurationError, Settings
 from chalicelib.errors import AuthenticationError, ForbiddenError
 
-
 _LEEWAY_SECONDS = 30
 
 
@@ -59,7 +58,9 @@ def authorize_user(principal: Principal, user_id: str) -> None:
     raise ForbiddenError("this token may not access another user's data")
 
 
-def issue_token(settings: Settings, subject: str, now: float, *, operator: bool = False, ttl_seconds: int = 86400) -> str:
+def issue_token(
+    settings: Settings, subject: str, now: float, *, operator: bool = False, ttl_seconds: int = 86400
+) -> str:
     """For the local run, the tests and the benchmark: production tokens come from your identity provider."""
     claims: dict[str, object] = {"sub": subject, "iat": int(now), "exp": int(now + ttl_seconds)}
     if operator:

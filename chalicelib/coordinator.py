@@ -171,4 +171,3 @@ class SyncCoordinator:
             deadline=deadline,
             created_at=job.created_at,
         )
-

@@ -8,6 +8,7 @@ caller's deadline passes, the rest of the sync is handed to a queued job.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -153,14 +154,14 @@ class SyncEngine:
                     if deadline is not None and self._clock.now() >= deadline - _MIN_USEFUL_FETCH_SECONDS:
                         return self._hand_off(run, counts, owner)
                     raise
-                counts = counts.plus(self._store_page(key, page, checkpoint.generation if checkpoint.since is None else None))
+                counts = counts.plus(
+                    self._store_page(key, page, checkpoint.generation if checkpoint.since is None else None)
+                )
                 checkpoint = self._advance(checkpoint, page)
                 if page.next_page_token is None:
                     return self._complete(run, counts, owner, checkpoint, policy)
                 if checkpoint.pages_done >= self._settings.max_pages_per_run:
-                    raise ProviderError(
-                        f"pagination did not end after {checkpoint.pages_done} pages", retryable=False
-                    )
+                    raise ProviderError(f"pagination did not end after {checkpoint.pages_done} pages", retryable=False)
                 self._store.save_checkpoint(key, owner, self._clock.now(), self._settings.lease_ttl_seconds, checkpoint)
         except LeaseLostError as exc:
             logger.warning("sync lost its lease", extra=log_context)
@@ -251,10 +252,8 @@ class SyncEngine:
 
     def _fail(self, run: SyncRun, counts: SyncCounts, owner: str, error: str, *, auth_failure: bool) -> SyncOutcome:
         logger.warning("sync failed", extra={"dataset": run.key.describe(), "run_id": run.run_id, "error": error})
-        try:
+        with contextlib.suppress(LeaseLostError):
             self._store.finish_failure(run.key, owner, self._clock.now(), run_id=run.run_id, error=error)
-        except LeaseLostError:
-            pass
         self._finish_run(run, RunStatus.FAILED, counts, error)
         return SyncOutcome(OutcomeKind.FAILED, run.run_id, counts, error=error, auth_failure=auth_failure)
 
@@ -290,4 +289,3 @@ class SyncEngine:
             resumed=run.resumed,
         )
         self._store.put_run(finished, self.retention_seconds)
-

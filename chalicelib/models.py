@@ -39,7 +39,7 @@ class ConnectionItem(Model):
     updated_at = NumberAttribute()
 
 
-class DatasetsByUserIndex(GlobalSecondaryIndex["StateItem"]):
+class DatasetsByUserIndex(GlobalSecondaryIndex["StateItem"]):  # type: ignore[no-untyped-call]
     """Sparse: only state items carry ``user_id``, so records never land here."""
 
     class Meta:
@@ -128,7 +128,7 @@ class LimitItem(Model):
 
     pk = UnicodeAttribute(hash_key=True)
     window_start = NumberAttribute(null=True)
-    count = NumberAttribute(null=True)
+    used = NumberAttribute(null=True)
 
 
 ALL_MODELS: tuple[type[Model], ...] = (ConnectionItem, DatasetItem, StateItem, RecordItem, RunItem, LimitItem)

@@ -52,9 +52,7 @@ def resolve_policy(
         ),
     )
     if not 0 <= policy.cooldown_seconds <= policy.max_staleness_seconds:
-        raise ValidationError(
-            f"policy for {provider}/{data_type}: need 0 <= cooldown_seconds <= max_staleness_seconds"
-        )
+        raise ValidationError(f"policy for {provider}/{data_type}: need 0 <= cooldown_seconds <= max_staleness_seconds")
     return policy
 
 

@@ -15,7 +15,13 @@ from chalicelib.config import Settings
 from chalicelib.coordinator import SyncCoordinator
 from chalicelib.domain import Connection, ConnectionStatus, DatasetKey, DatasetState, Trigger, validate_id
 from chalicelib.engine import OutcomeKind, SyncOutcome
-from chalicelib.errors import ClaimNotWonError, ConnectionNotActiveError, NotFoundError, RateLimitedError, ValidationError
+from chalicelib.errors import (
+    ClaimNotWonError,
+    ConnectionNotActiveError,
+    NotFoundError,
+    RateLimitedError,
+    ValidationError,
+)
 from chalicelib.policy import (
     DatasetSnapshot,
     Freshness,
@@ -113,9 +119,7 @@ class DatasetReader:
         self._clock = clock
         self._settings = settings
 
-    def read(
-        self, user_id: str, connection_id: str, data_type: str, params: Mapping[str, str]
-    ) -> ApiResponse:
+    def read(self, user_id: str, connection_id: str, data_type: str, params: Mapping[str, str]) -> ApiResponse:
         key = DatasetKey(
             validate_id("user_id", user_id),
             validate_id("connection_id", connection_id),
@@ -341,9 +345,7 @@ class _Answer:
         if not self.has_cache:
             raise ConnectionNotActiveError(f"nothing cached and the {why}")
         message = f"Using data from {humanize_age(self.age)}; not refreshing because the {why}"
-        return ApiResponse(
-            200, self._body("success_with_warning", "stale_cache", message, cached=True, warning=why)
-        )
+        return ApiResponse(200, self._body("success_with_warning", "stale_cache", message, cached=True, warning=why))
 
 
 def is_claim_live(state: DatasetState, now: float, claim_ttl_seconds: float) -> bool:

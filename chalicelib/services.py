@@ -189,9 +189,7 @@ class ManualSyncService:
                 all_done = False
                 continue
             seen = self._store.get_state(key) or DatasetState.empty(key, connection.provider)
-            outcome = self._coordinator.sync_or_join(
-                connection, seen, policy, trigger=Trigger.FORCE, deadline=deadline
-            )
+            outcome = self._coordinator.sync_or_join(connection, seen, policy, trigger=Trigger.FORCE, deadline=deadline)
             entry: dict[str, Any] = {
                 "data_type": data_type,
                 "status": outcome.kind.value,

@@ -8,11 +8,12 @@ manual-refresh window. A failed condition becomes a domain error.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pynamodb.exceptions import DeleteError, PutError, UpdateError
 from pynamodb.expressions.condition import Condition
@@ -69,35 +70,38 @@ def _condition_failed(exc: Exception) -> bool:
 #   A after each stored page: checkpoint (owner=A) -> expires pushed to t'+ttl
 #   A crashes; at t > expires anyone may acquire -> resumes from A's checkpoint
 #   A wakes up, tries to checkpoint (owner!=A)   -> LeaseLostError, A stops writing
+#   reader C decided on run R0, but run R1 finished meanwhile: acquire fails
+#                      (last_run_id != R0), C answers with R1's result instead
 #   stale read: claim queue (lease free, no live claim, past cooldown) -> one job queued
 #   worker: acquire with job id (queued_job_id = job) -> runs it; redelivery finds no claim
 
 
 def _lease_free(now: float) -> Condition:
-    return StateItem.lease_owner.does_not_exist() | (StateItem.lease_expires_at < now)
+    return cast(Condition, StateItem.lease_owner.does_not_exist() | (StateItem.lease_expires_at < now))
 
 
 def _lease_owned_by(owner: str) -> Condition:
-    return StateItem.lease_owner == owner
+    return cast(Condition, StateItem.lease_owner == owner)
 
 
 def _job_is_queued(job_id: str) -> Condition:
-    return StateItem.queued_job_id == job_id
+    return cast(Condition, StateItem.queued_job_id == job_id)
 
 
 def _no_run_finished_since(expected_last_run_id: str | None) -> Condition:
     if expected_last_run_id is None:
         return StateItem.last_run_id.does_not_exist()
-    return StateItem.last_run_id == expected_last_run_id
+    return cast(Condition, StateItem.last_run_id == expected_last_run_id)
 
 
 def _no_live_queue_claim(now: float, claim_ttl_seconds: float) -> Condition:
-    return StateItem.queued_job_id.does_not_exist() | (StateItem.queued_at < now - claim_ttl_seconds)
+    return cast(Condition, StateItem.queued_job_id.does_not_exist() | (StateItem.queued_at < now - claim_ttl_seconds))
 
 
 def _past_cooldown(now: float, cooldown_seconds: float) -> Condition:
     """Guards against a claim made from a stale read of a dataset someone just synced."""
-    return StateItem.last_successful_at.does_not_exist() | (StateItem.last_successful_at <= now - cooldown_seconds)
+    condition = StateItem.last_successful_at.does_not_exist() | (StateItem.last_successful_at <= now - cooldown_seconds)
+    return cast(Condition, condition)
 
 
 # --- Pagination tokens ---------------------------------------------------------
@@ -245,10 +249,8 @@ class DynamoStore:
         return [_connection_from_item(item) for item in ConnectionItem.query(user_id)]
 
     def delete_connection(self, user_id: str, connection_id: str) -> None:
-        try:
+        with contextlib.suppress(DeleteError):
             ConnectionItem(user_id, connection_id).delete()
-        except DeleteError:
-            pass
 
     # --- dataset reads -------------------------------------------------------
 
@@ -291,9 +293,7 @@ class DynamoStore:
         return _state_from_item(item) if item is not None else None
 
     def list_states(self, user_id: str) -> list[DatasetState]:
-        return [
-            _state_from_item(item) for item in DatasetItem.by_user.query(user_id) if isinstance(item, StateItem)
-        ]
+        return [_state_from_item(item) for item in DatasetItem.by_user.query(user_id) if isinstance(item, StateItem)]
 
     # --- lease and claims ----------------------------------------------------
 
@@ -312,8 +312,9 @@ class DynamoStore:
 
         A direct caller (a read) may take a free lease only if no run has finished since
         it looked (``expected_last_run_id``): otherwise that run's result is what it
-        wanted. Its sync satisfies any queued job, so it clears the claim. A worker must also present the queued job id, so a
-        redelivered or superseded job never runs a second sync.
+        wanted. Its sync satisfies any queued job, so it clears the claim. A worker must
+        also present the queued job id, so a redelivered or superseded job never runs a
+        second sync.
         """
         actions = [
             *_identity_actions(key, provider),
@@ -475,10 +476,7 @@ class DynamoStore:
 
     def delete_dataset(self, key: DatasetKey) -> None:
         """Remove state, records and run history of one dataset."""
-        keys = [
-            item
-            for item in DatasetItem.query(key.dataset_id, attributes_to_get=["pk", "sk"])
-        ]
+        keys = [item for item in DatasetItem.query(key.dataset_id, attributes_to_get=["pk", "sk"])]
         with DatasetItem.batch_write() as batch:
             for item in keys:
                 batch.delete(item)
@@ -612,8 +610,8 @@ class DynamoStore:
         handle = LimitItem(f"force#{user_id}")
         try:
             handle.update(
-                actions=[LimitItem.count.add(1)],
-                condition=(LimitItem.window_start == window) & (LimitItem.count < limit),
+                actions=[LimitItem.used.add(1)],
+                condition=(LimitItem.window_start == window) & (LimitItem.used < limit),
             )
             return None
         except UpdateError as exc:
@@ -621,7 +619,7 @@ class DynamoStore:
                 raise
         try:
             handle.update(
-                actions=[LimitItem.window_start.set(window), LimitItem.count.set(1)],
+                actions=[LimitItem.window_start.set(window), LimitItem.used.set(1)],
                 condition=LimitItem.window_start.does_not_exist() | (LimitItem.window_start < window),
             )
             return None

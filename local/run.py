@@ -160,7 +160,8 @@ def seed_demo_data() -> None:
     now = time.time()
     demo_connections: dict[str, dict[str, Any]] = {
         "demo": {"latency_seconds": 1.5},
-        "demo-flaky": {"latency_seconds": 0.5, "failure_rate": 0.5},
+        # One page per sync, so each sync is a coin flip (the demo provider re-draws every minute).
+        "demo-flaky": {"latency_seconds": 0.5, "failure_rate": 0.5, "page_size": 30},
     }
     for connection_id, connection_settings in demo_connections.items():
         store.put_connection(
@@ -345,8 +346,11 @@ _NOISE = (
 def say(text: str) -> None:
     """One write per message, so the API's relayed output never splits a line (or the banner)."""
     with _OUTPUT_LOCK:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+            sys.stdout.flush()
+        except (OSError, ValueError):  # stdout closed (`make run | head`): keep draining the API's output
+            pass
 
 
 def _relay(stream: IO[bytes]) -> None:

@@ -7,8 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Literal
 
-from chalice import BadRequestError, Blueprint, Response
-from chalice.app import Request
+from chalice.app import BadRequestError, Blueprint, Request, Response
 
 from chalicelib.auth import authenticate, authorize_user
 from chalicelib.config import ConfigurationError
@@ -18,7 +17,7 @@ from chalicelib.reads import ApiResponse
 
 logger = logging.getLogger(__name__)
 
-JSON_HEADERS = {"Content-Type": "application/json"}
+JSON_HEADERS: dict[str, str | list[str]] = {"Content-Type": "application/json"}
 AuthMode = Literal["user", "operator", "none"]
 
 

@@ -82,6 +82,18 @@ class ProviderError(SmartSyncError):
         self.upstream_status = status_code
 
 
+class ProviderRateLimitError(ProviderError):
+    """The provider answered 429 Too Many Requests.
+
+    Always retryable. ``retry_after`` is the raw ``Retry-After`` header (seconds
+    or an HTTP date, as the provider sent it) or ``None`` when there was none.
+    """
+
+    def __init__(self, message: str, *, retry_after: str | None = None, status_code: int | None = 429) -> None:
+        super().__init__(message, retryable=True, status_code=status_code)
+        self.retry_after = retry_after
+
+
 class ProviderAuthError(ProviderError):
     """The provider rejected the connection's credentials (401/403)."""
 

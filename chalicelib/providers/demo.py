@@ -55,8 +55,7 @@ class DemoProvider:
         self.name = name
         policies = (config or {}).get("policies", {})
         self._types = {
-            data_type: DataTypeSpec(data_type, PolicyDefaults(**policies.get(data_type, {})))
-            for data_type in _FIELDS
+            data_type: DataTypeSpec(data_type, PolicyDefaults(**policies.get(data_type, {}))) for data_type in _FIELDS
         }
 
     def data_types(self) -> Mapping[str, DataTypeSpec]:
@@ -103,7 +102,9 @@ class DemoProvider:
             version = now.strftime("%H") if age == 0 else "final"
             data: dict[str, Any] = {"date": day.isoformat()}
             for field_name, low, high in fields:
-                data[field_name] = low + int(_unit(request.connection_id, request.data_type, day, version, field_name) * (high - low + 1))
+                data[field_name] = low + int(
+                    _unit(request.connection_id, request.data_type, day, version, field_name) * (high - low + 1)
+                )
             if age == 0:
                 updated = now.replace(minute=0, second=0, microsecond=0)
             else:

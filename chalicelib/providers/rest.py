@@ -44,6 +44,7 @@ from chalicelib.providers.base import (
     PolicyDefaults,
     ProviderAuthError,
     ProviderError,
+    ProviderRateLimitError,
     ProviderTimeoutError,
     UpstreamRecord,
 )
@@ -72,18 +73,6 @@ _PAGINATION_KEYS = frozenset({"response_field", "request_param"})
 _INCREMENTAL_KEYS = frozenset({"request_param"})
 _DATA_TYPE_KEYS = frozenset({"path", "records_path", "id_field", "updated_at_field", "deleted_field", "policy"})
 _POLICY_KEYS = frozenset({"cooldown_seconds", "max_staleness_seconds", "schedule_every_seconds"})
-
-
-class ProviderRateLimitError(ProviderError):
-    """The provider answered 429 Too Many Requests.
-
-    Always retryable. ``retry_after`` is the raw ``Retry-After`` header (seconds
-    or an HTTP date, as the provider sent it) or ``None`` when there was none.
-    """
-
-    def __init__(self, message: str, *, retry_after: str | None = None, status_code: int | None = 429) -> None:
-        super().__init__(message, retryable=True, status_code=status_code)
-        self.retry_after = retry_after
 
 
 # --------------------------------------------------------------------------- config

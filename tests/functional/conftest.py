@@ -100,7 +100,9 @@ class CountingProvider:
         return self.inner.fetch_page(request)
 
 
-def counting_demo(before_fetch: Callable[[FetchRequest], None] | None = None) -> tuple[ProviderRegistry, CountingProvider]:
+def counting_demo(
+    before_fetch: Callable[[FetchRequest], None] | None = None,
+) -> tuple[ProviderRegistry, CountingProvider]:
     provider = CountingProvider(DemoProvider(), before_fetch)
     return ProviderRegistry({"demo": provider}), provider
 

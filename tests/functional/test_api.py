@@ -34,7 +34,9 @@ def test_malformed_token_is_401(harness: Harness, header: str) -> None:
 
 
 def test_forged_token_is_401(harness: Harness) -> None:
-    forged = jwt.encode({"sub": "u1", "exp": int(harness.clock.now()) + 60}, "another-secret-entirely-32-bytes!!", "HS256")
+    forged = jwt.encode(
+        {"sub": "u1", "exp": int(harness.clock.now()) + 60}, "another-secret-entirely-32-bytes!!", "HS256"
+    )
     response = harness.client.http.get("/users/u1/connections", headers={"Authorization": f"Bearer {forged}"})
     assert response.status_code == 401
 

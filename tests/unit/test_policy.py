@@ -103,7 +103,9 @@ def test_recent_failure_backs_off_instead_of_hammering_the_provider() -> None:
 
 
 def test_force_refresh_ignores_the_failure_backoff() -> None:
-    snapshot = DatasetSnapshot(last_successful_at=NOW - 7200, last_attempted_at=NOW, consecutive_failures=5, failed=True)
+    snapshot = DatasetSnapshot(
+        last_successful_at=NOW - 7200, last_attempted_at=NOW, consecutive_failures=5, failed=True
+    )
     assert decide(snapshot, force=True).action is ReadAction.SYNC_AND_WAIT
 
 
@@ -149,8 +151,15 @@ def test_inconsistent_policy_is_rejected() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(None, "never"), (2, "just now"), (42, "42s ago"), (600, "10m ago"), (7200, "2h ago"), (5400, "1h 30m ago"),
-     (200000, "2d ago")],
+    [
+        (None, "never"),
+        (2, "just now"),
+        (42, "42s ago"),
+        (600, "10m ago"),
+        (7200, "2h ago"),
+        (5400, "1h 30m ago"),
+        (200000, "2d ago"),
+    ],
 )
 def test_ages_read_naturally(seconds: float | None, text: str) -> None:
     assert humanize_age(seconds) == text
