@@ -31,5 +31,10 @@ check: lint typecheck test ## everything CI should care about
 bench: $(STAMP) ## prints the performance numbers quoted in the issue notes
 	$(BIN)/python -m bench.run
 
+package: $(STAMP) ## CloudFormation/SAM template with tables, queue, DLQ and IAM, linted
+	rm -rf build/package
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(BIN)/chalice package --stage $${STAGE:-dev} --merge-template infra/resources.json build/package
+	$(BIN)/cfn-lint build/package/sam.json
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from chalice.app import Chalice, SQSEvent
@@ -10,6 +11,8 @@ from chalicelib.api.routes import api
 from chalicelib.worker import handle_sqs_batch
 
 app = Chalice(app_name="smart-sync")
+app.log.setLevel(logging.INFO)
+logging.getLogger("chalicelib").setLevel(logging.INFO)
 app.register_blueprint(api)
 
 JOB_QUEUE_NAME = "smart-sync-jobs"

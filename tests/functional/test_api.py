@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import jwt
@@ -238,3 +239,19 @@ def test_runs_expire_after_the_retention_period(harness: Harness) -> None:
     harness.clock.advance(31 * 86400)
     # Then the run is no longer listed
     assert body(harness.read("/users/u1/connections/c1/runs"))["runs"] == []
+
+
+def test_credentials_never_reach_a_log_line(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    # Given every log line of the service captured, down to DEBUG for our own code
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG, logger="chalicelib")
+    # When a connection is created, synced, force-refreshed, failed and listed
+    harness.put_connection(settings={"records": 3})
+    harness.read(DATA)
+    harness.read(DATA + "?force_refresh=true")
+    harness.put_connection(settings={"records": 3, "failure_rate": 1})
+    harness.read(DATA + "?force_refresh=true")
+    harness.client.http.get("/users/u1/connections", headers=harness.headers())
+    # Then the secret appears nowhere
+    assert caplog.records, "expected the service to log something"
+    assert "secret-demo-token" not in caplog.text
