@@ -28,6 +28,10 @@ from chalicelib.store import DynamoStore
 
 logger = logging.getLogger(__name__)
 
+# A waiter with less time than this left answers "still running" instead of taking a sync over.
+_MIN_TAKEOVER_SECONDS = 1.0
+_MAX_POLL_INTERVAL_SECONDS = 1.0
+
 
 def outcome_from_state(state: DatasetState) -> SyncOutcome:
     """What a joiner reports once the run it waited for has finished."""
@@ -85,7 +89,9 @@ class SyncCoordinator:
                     current.lease_expires_at, self._clock.now()
                 ):
                     return outcome_from_state(current)
-                continue  # the holder vanished (lease expired) or handed off: try to take over
+                if deadline - self._clock.now() < _MIN_TAKEOVER_SECONDS:
+                    return SyncOutcome(OutcomeKind.TIMED_OUT, None, SyncCounts())
+                continue  # the holder vanished (lease expired) or handed off: take over with the time left
             if seen.queued_job_id:
                 self._store.mark_run(key, seen.queued_job_id, RunStatus.SUPERSEDED, only_if=RunStatus.QUEUED)
             return self._engine.execute(
@@ -101,7 +107,11 @@ class SyncCoordinator:
     def _wait_for_running_sync(
         self, key: DatasetKey, expected_last_run: str | None, deadline: float
     ) -> DatasetState | None:
-        """Poll the state until the running sync ends or the lease frees; ``None`` if the deadline passes."""
+        """Poll the state until the running sync ends or the lease frees; ``None`` if the deadline passes.
+
+        The interval grows (x1.5 up to 1 s) so many waiters on a long sync stay cheap.
+        """
+        interval = self._settings.join_poll_interval_seconds
         while True:
             current = self._store.get_state(key, consistent=True)
             now = self._clock.now()
@@ -109,9 +119,10 @@ class SyncCoordinator:
                 return DatasetState.empty(key, "")
             if not lease_is_held(current.lease_expires_at, now):
                 return current
-            if now + self._settings.join_poll_interval_seconds >= deadline:
+            if now + interval >= deadline:
                 return None
-            self._clock.sleep(self._settings.join_poll_interval_seconds)
+            self._clock.sleep(interval)
+            interval = min(interval * 1.5, max(_MAX_POLL_INTERVAL_SECONDS, self._settings.join_poll_interval_seconds))
 
     def queue_background(
         self,

@@ -120,6 +120,7 @@ class DatasetReader:
         self._settings = settings
 
     def read(self, user_id: str, connection_id: str, data_type: str, params: Mapping[str, str]) -> ApiResponse:
+        started = self._clock.now()  # the budget counts from the request, not from after the lookups
         key = DatasetKey(
             validate_id("user_id", user_id),
             validate_id("connection_id", connection_id),
@@ -191,7 +192,7 @@ class DatasetReader:
             state,
             policy,
             trigger=trigger,
-            deadline=now + self._settings.read_budget_seconds,
+            deadline=started + self._settings.read_budget_seconds,
         )
         fresh_page = self._store.read_dataset_page(key, limit, after)
         answer = _Answer(fresh_page.state or state, policy, decision.freshness, fresh_page, self._clock.now())

@@ -49,8 +49,10 @@ def test_two_pages_then_an_incremental_second_run(make_harness: Any) -> None:
         api.get(
             f"{BASE}/recovery",
             match=[auth, matchers.query_param_matcher({"limit": "2"})],
-            json={"data": {"records": [record(1, "2026-01-01T00:00:00Z"), record(2, "2026-01-01T01:00:00Z")]},
-                  "next_token": "p2"},
+            json={
+                "data": {"records": [record(1, "2026-01-01T00:00:00Z"), record(2, "2026-01-01T01:00:00Z")]},
+                "next_token": "p2",
+            },
         )
         api.get(
             f"{BASE}/recovery",
