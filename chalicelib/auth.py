@@ -11,6 +11,7 @@ from chalicelib.config import ConfigurationError, Settings
 from chalicelib.errors import AuthenticationError, ForbiddenError
 
 _LEEWAY_SECONDS = 30
+_MIN_SECRET_LENGTH = 32
 
 
 @dataclass(frozen=True)
@@ -20,8 +21,8 @@ class Principal:
 
 
 def authenticate(headers: Mapping[str, str], settings: Settings, now: float) -> Principal:
-    if not settings.jwt_secret:
-        raise ConfigurationError("SMART_SYNC_JWT_SECRET is not set")
+    if len(settings.jwt_secret) < _MIN_SECRET_LENGTH:
+        raise ConfigurationError(f"SMART_SYNC_JWT_SECRET must be set to at least {_MIN_SECRET_LENGTH} characters")
     header = headers.get("authorization") or headers.get("Authorization")
     if not header:
         raise AuthenticationError("missing Authorization: Bearer <token> header")

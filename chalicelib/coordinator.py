@@ -155,7 +155,7 @@ class SyncCoordinator:
         try:
             self._queue.send(job)
         except Exception:
-            logger.exception("could not queue background sync", extra={"dataset": key.describe()})
+            logger.exception("could not queue background sync of %s", key.describe())
             self._store.release_queue_claim(key, job.run_id)
             self._store.mark_run(key, job.run_id, RunStatus.FAILED, only_if=RunStatus.QUEUED)
             raise ClaimNotWonError("the background sync could not be queued") from None

@@ -126,8 +126,7 @@ class SyncEngine:
         )
         self._store.put_run(run, self.retention_seconds)
         counts = SyncCounts()
-        log_context = {"dataset": key.describe(), "run_id": run_id, "trigger": trigger.value}
-        logger.info("sync started", extra=log_context)
+        logger.info("sync started: %s run=%s trigger=%s", key.describe(), run_id, trigger.value)
         try:
             while True:
                 if deadline is not None and counts.upstream_calls > 0 and self._clock.now() >= deadline:
@@ -164,13 +163,13 @@ class SyncEngine:
                     raise ProviderError(f"pagination did not end after {checkpoint.pages_done} pages", retryable=False)
                 self._store.save_checkpoint(key, owner, self._clock.now(), self._settings.lease_ttl_seconds, checkpoint)
         except LeaseLostError as exc:
-            logger.warning("sync lost its lease", extra=log_context)
+            logger.warning("sync lost its lease: %s run=%s", key.describe(), run_id)
             self._finish_run(run, RunStatus.LEASE_LOST, counts, str(exc))
             return SyncOutcome(OutcomeKind.LEASE_LOST, run_id, counts, error=str(exc))
         except ProviderError as exc:
             return self._fail(run, counts, owner, str(exc), auth_failure=isinstance(exc, ProviderAuthError))
         except Exception as exc:  # a bug must not leave the lease held until it expires
-            logger.exception("sync crashed", extra=log_context)
+            logger.exception("sync crashed: %s run=%s", key.describe(), run_id)
             return self._fail(run, counts, owner, f"internal error ({type(exc).__name__})", auth_failure=False)
 
     def _fetch_timeout(self, deadline: float | None) -> float | None:
@@ -247,11 +246,11 @@ class SyncEngine:
             next_sync_at=next_sync_at,
         )
         self._finish_run(run, RunStatus.SUCCEEDED, counts, None)
-        logger.info("sync succeeded", extra={"dataset": key.describe(), "run_id": run.run_id, **counts.as_dict()})
+        logger.info("sync succeeded: %s run=%s %s", key.describe(), run.run_id, counts.as_dict())
         return SyncOutcome(OutcomeKind.SUCCEEDED, run.run_id, counts)
 
     def _fail(self, run: SyncRun, counts: SyncCounts, owner: str, error: str, *, auth_failure: bool) -> SyncOutcome:
-        logger.warning("sync failed", extra={"dataset": run.key.describe(), "run_id": run.run_id, "error": error})
+        logger.warning("sync failed: %s run=%s error=%s", run.key.describe(), run.run_id, error)
         with contextlib.suppress(LeaseLostError):
             self._store.finish_failure(run.key, owner, self._clock.now(), run_id=run.run_id, error=error)
         self._finish_run(run, RunStatus.FAILED, counts, error)
@@ -270,7 +269,7 @@ class SyncEngine:
         try:
             self._queue.send(job)
         except Exception:
-            logger.exception("could not queue continuation job", extra={"dataset": run.key.describe()})
+            logger.exception("could not queue continuation job of %s", run.key.describe())
             self._store.release_queue_claim(run.key, job.run_id)
             self._store.mark_run(run.key, job.run_id, RunStatus.FAILED, only_if=RunStatus.QUEUED)
         return SyncOutcome(OutcomeKind.HANDED_OFF, run.run_id, counts, continuation_run_id=job.run_id)

@@ -310,7 +310,7 @@ class WorkerService:
             return "malformed"
         connection = self._store.get_connection(job.key.user_id, job.key.connection_id)
         if connection is None:
-            logger.info("dropping job for a deleted connection", extra={"dataset": job.key.describe()})
+            logger.info("dropping job for a deleted connection: %s", job.key.describe())
             self._store.release_queue_claim(job.key, job.run_id)
             return "connection_gone"
         if connection.status is not ConnectionStatus.ACTIVE:

@@ -31,8 +31,8 @@ def handle_sqs_batch(records: list[Any], context: Any) -> dict[str, Any]:
             logger.info("job handled: %s", result)
         except SyncInProgressError:
             # Someone else holds the lease right now; SQS redelivers after the visibility timeout.
-            failures.append({"itemIdentifier": record.message_id})
+            failures.append({"itemIdentifier": record.to_dict()["messageId"]})
         except Exception:
             logger.exception("job failed")
-            failures.append({"itemIdentifier": record.message_id})
+            failures.append({"itemIdentifier": record.to_dict()["messageId"]})
     return {"batchItemFailures": failures}

@@ -16,6 +16,7 @@ Ctrl-C or SIGTERM stops everything. ``--smoke`` starts everything, checks it end
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -248,7 +249,10 @@ class QueueWorker:
                 continue
             messages = got.get("Messages", [])
             if messages:
-                self.deliver(messages)
+                try:
+                    self.deliver(messages)
+                except Exception:  # never let one bad batch end the worker; unacknowledged jobs come back
+                    logger.exception("worker: delivering a batch failed")
 
     def event_for(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -313,7 +317,7 @@ class QueueWorker:
                 continue
             with self._lock:
                 self.acknowledged.append(message["Body"])
-            logger.info("worker: done   %s in %.1fs (batch of %d)", what, elapsed, len(messages))
+            logger.info("worker: done   %s (batch of %d, %.1fs)", what, len(messages), elapsed)
 
 
 def schedule_loop(stop: threading.Event) -> None:
@@ -400,12 +404,12 @@ def stop_process_group(process: subprocess.Popen[bytes], timeout: float = 5.0) -
         process.wait(timeout)
 
 
-def wait_for_health(base_url: str, process: subprocess.Popen[bytes], timeout: float) -> bool:
+def wait_for_health(base_url: str, process: subprocess.Popen[bytes], timeout: float, stop: threading.Event) -> bool:
     import requests
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if process.poll() is not None or stop.is_set():
             return False
         try:
             if requests.get(f"{base_url}/health", timeout=2).status_code == 200:
@@ -419,14 +423,18 @@ def wait_for_health(base_url: str, process: subprocess.Popen[bytes], timeout: fl
 # --- banner and smoke test ------------------------------------------------------------------------------------
 
 
-def banner(base_url: str, aws_endpoint: str, user_token: str, operator_token: str, demo_policies: bool) -> str:
+def demo_tiers(settings: Any) -> str:
+    """The recovery tiers as the app will apply them (providers file + SMART_SYNC_POLICY_OVERRIDES)."""
+    from chalicelib.providers import load_registry
+    from chalicelib.reads import PolicyResolver
+
+    policy = PolicyResolver(load_registry(settings), settings).policy("demo", "recovery")
+    return f"fresh < {policy.cooldown_seconds}s, stale < {policy.max_staleness_seconds}s, expired after"
+
+
+def banner(base_url: str, aws_endpoint: str, user_token: str, operator_token: str, tiers: str) -> str:
     auth = '-H "Authorization: Bearer {}"'
     data = f"{base_url}/users/{DEMO_USER}/connections/demo/data/recovery"
-    tiers = (
-        f"fresh < {DEMO_COOLDOWN_SECONDS}s, stale < {DEMO_MAX_STALENESS_SECONDS}s, expired after"
-        if demo_policies
-        else "policies from chalicelib/providers.json"
-    )
     return "\n".join(
         [
             f"Demo user token ({DEMO_USER}, valid 7 days):",
@@ -500,19 +508,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 class _SayHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            say(self.format(record))
+            # In this process everything but the runner's own lines is the worker Lambda's code logging.
+            prefix = "" if record.name == logger.name else "worker: "
+            say(prefix + self.format(record))
         except Exception:
             self.handleError(record)
 
 
 def configure_logging(verbose: bool) -> None:
-    handler = _SayHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    """The runner's lines at INFO; the app's own INFO lines (one per sync step) only with --verbose.
+
+    Call again after importing ``app``, which sets its loggers to INFO for Lambda.
+    """
+    if not logging.getLogger().handlers:
+        handler = _SayHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logging.basicConfig(level=logging.WARNING, handlers=[handler])
     logger.setLevel(logging.INFO)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
-    if verbose:
-        logging.getLogger("chalicelib").setLevel(logging.INFO)
+    for name in ("chalicelib", "smart-sync"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -536,7 +551,8 @@ def main(argv: list[str] | None = None) -> int:
         stop.set()
         if stopping["count"] > 1:  # second Ctrl-C: do not wait for anything
             if chalice is not None and chalice.poll() is None and os.name == "posix":
-                os.killpg(chalice.pid, signal.SIGKILL)
+                with contextlib.suppress(OSError):
+                    os.killpg(chalice.pid, signal.SIGKILL)
             os._exit(1)
 
     signal.signal(signal.SIGINT, on_signal)
@@ -564,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
         from app import app as chalice_app
         from app import sync_worker
 
+        configure_logging(args.verbose)
+
         function_name = "sync_worker"
         worker = QueueWorker(
             sqs=boto3.client("sqs", region_name=REGION, endpoint_url=endpoint),
@@ -583,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
 
         chalice = start_chalice(args.port, args.stage, args.autoreload)
         base_url = f"http://{HOST}:{args.port}"
-        if not wait_for_health(base_url, chalice, HEALTH_TIMEOUT_SECONDS):
+        if not wait_for_health(base_url, chalice, HEALTH_TIMEOUT_SECONDS, stop):
             if not stop.is_set():
                 print(f"chalice local did not answer {base_url}/health within 30s", file=sys.stderr, flush=True)
                 exit_code = 1
@@ -592,10 +610,14 @@ def main(argv: list[str] | None = None) -> int:
         now = time.time()
         user_token = issue_token(settings, DEMO_USER, now, ttl_seconds=TOKEN_TTL_SECONDS)
         operator_token = issue_token(settings, OPERATOR_SUBJECT, now, operator=True, ttl_seconds=TOKEN_TTL_SECONDS)
-        say("\n" + banner(base_url, endpoint, user_token, operator_token, demo_policies) + "\n")
+        say("\n" + banner(base_url, endpoint, user_token, operator_token, demo_tiers(settings)) + "\n")
 
         if args.smoke:
-            exit_code = 0 if smoke_check(base_url, user_token, worker) else 1
+            try:
+                exit_code = 0 if smoke_check(base_url, user_token, worker) else 1
+            except OSError as exc:  # requests' errors are OSErrors: the API did not answer
+                say(f"smoke: request failed: {exc}")
+                exit_code = 1
             say(f"smoke: {'OK' if exit_code == 0 else 'FAILED'}")
             return exit_code
 

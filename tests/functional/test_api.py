@@ -10,6 +10,7 @@ import jwt
 import pytest
 
 from chalicelib.auth import issue_token
+from chalicelib.domain import DatasetKey
 from tests.functional.conftest import Harness
 
 DATA = "/users/u1/connections/c1/data/recovery"
@@ -255,3 +256,39 @@ def test_credentials_never_reach_a_log_line(harness: Harness, caplog: pytest.Log
     # Then the secret appears nowhere
     assert caplog.records, "expected the service to log something"
     assert "secret-demo-token" not in caplog.text
+
+
+def test_one_failing_job_does_not_fail_its_batch(harness: Harness) -> None:
+    # Given two queued jobs, one of whose datasets is locked by another worker right now
+    harness.put_connection(settings={"records": 3})
+    harness.client.http.post("/users/u1/connections/c1/sync", headers=harness.headers(), body="{}")
+    jobs = harness.queued_bodies()
+    locked = next(j for j in jobs if json.loads(j)["data_type"] == "sleep")
+    others = [j for j in jobs if j != locked]
+    harness.container.store.acquire_lease(
+        DatasetKey("u1", "c1", "sleep"),
+        "demo",
+        "someone-else",
+        harness.clock.now(),
+        120,
+        job_id=json.loads(locked)["run_id"],
+    )
+    # When the worker gets them in one batch
+    result = harness.deliver([locked, *others])
+    # Then only the locked one is reported back for redelivery, and the others synced
+    assert len(result.payload["batchItemFailures"]) == 1
+    status = body(harness.read("/users/u1/sync-status"))["connections"][0]["datasets"]
+    assert status["recovery"]["records_synced"] == 3
+    assert status["sleep"]["sync_status"] == "running"
+
+
+def test_a_malformed_job_is_dropped_not_retried(harness: Harness) -> None:
+    result = harness.deliver(["not json", json.dumps({"v": 99})])
+    assert result.payload == {"batchItemFailures": []}
+
+
+def test_a_short_jwt_secret_is_a_configuration_error(make_harness: Any) -> None:
+    harness = make_harness(jwt_secret="short")
+    response = harness.client.http.get("/users/u1/connections", headers={"Authorization": "Bearer x"})
+    assert response.status_code == 500
+    assert body(response)["error"]["code"] == "configuration_error"
