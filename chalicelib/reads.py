@@ -6,6 +6,7 @@ follows the tier table in PRODUCT.md; the decision itself is ``policy.decide_rea
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,6 @@ from chalicelib.policy import (
     decide_read,
     humanize_age,
     lease_is_held,
-    queue_claim_is_live,
     resolve_policy,
 )
 from chalicelib.providers import ProviderRegistry
@@ -80,6 +80,16 @@ def snapshot_of(state: DatasetState) -> DatasetSnapshot:
         consecutive_failures=state.consecutive_failures,
         failed=state.status.value in ("FAILED", "NEEDS_REVIEW"),
     )
+
+
+def enforce_manual_refresh_limit(store: DynamoStore, user_id: str, now: float, settings: Settings) -> None:
+    """Count one forced sync against the user's window; 429 with Retry-After when over."""
+    wait = store.take_manual_refresh(user_id, now, settings.force_refresh_limit, settings.force_refresh_window_seconds)
+    if wait is not None:
+        raise RateLimitedError(
+            f"at most {settings.force_refresh_limit} forced refreshes per {settings.force_refresh_window_seconds}s",
+            retry_after_seconds=math.ceil(wait),
+        )
 
 
 class PolicyResolver:
@@ -174,18 +184,7 @@ class DatasetReader:
             return answer.from_cache()
 
         if force:
-            wait = self._store.take_manual_refresh(
-                key.user_id,
-                now,
-                self._settings.force_refresh_limit,
-                self._settings.force_refresh_window_seconds,
-            )
-            if wait is not None:
-                raise RateLimitedError(
-                    f"at most {self._settings.force_refresh_limit} forced refreshes per "
-                    f"{self._settings.force_refresh_window_seconds}s",
-                    retry_after_seconds=int(wait) + (0 if wait == int(wait) else 1),
-                )
+            enforce_manual_refresh_limit(self._store, key.user_id, now, self._settings)
         trigger = Trigger.FORCE if force else Trigger.READ
         outcome = self._coordinator.sync_or_join(
             connection,
@@ -347,7 +346,3 @@ class _Answer:
             raise ConnectionNotActiveError(f"nothing cached and the {why}")
         message = f"Using data from {humanize_age(self.age)}; not refreshing because the {why}"
         return ApiResponse(200, self._body("success_with_warning", "stale_cache", message, cached=True, warning=why))
-
-
-def is_claim_live(state: DatasetState, now: float, claim_ttl_seconds: float) -> bool:
-    return bool(state.queued_job_id) and queue_claim_is_live(state.queued_at, now, claim_ttl_seconds)

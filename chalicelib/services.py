@@ -23,13 +23,12 @@ from chalicelib.errors import (
     ConnectionNotActiveError,
     JobNotClaimableError,
     NotFoundError,
-    RateLimitedError,
     ValidationError,
 )
 from chalicelib.jobs import Job
 from chalicelib.policy import lease_is_held, queue_claim_is_live
 from chalicelib.providers import ProviderRegistry
-from chalicelib.reads import ApiResponse, PolicyResolver, parse_limit
+from chalicelib.reads import ApiResponse, PolicyResolver, enforce_manual_refresh_limit, parse_limit
 from chalicelib.store import DynamoStore
 
 logger = logging.getLogger(__name__)
@@ -145,15 +144,7 @@ class ManualSyncService:
                 f"connection is {connection.status.value}: {connection.status_reason or 'no reason recorded'}"
             )
         now = self._clock.now()
-        wait_seconds = self._store.take_manual_refresh(
-            user_id, now, self._settings.force_refresh_limit, self._settings.force_refresh_window_seconds
-        )
-        if wait_seconds is not None:
-            raise RateLimitedError(
-                f"at most {self._settings.force_refresh_limit} forced refreshes per "
-                f"{self._settings.force_refresh_window_seconds}s",
-                retry_after_seconds=int(wait_seconds + 0.999),
-            )
+        enforce_manual_refresh_limit(self._store, user_id, now, self._settings)
         if wait:
             return self._sync_and_wait(connection, data_types, now + self._settings.read_budget_seconds)
         results = [self._queue_one(connection, dt) for dt in data_types]

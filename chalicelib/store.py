@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from pynamodb.exceptions import DeleteError, PutError, UpdateError
+from pynamodb.exceptions import DeleteError, UpdateError
 from pynamodb.expressions.condition import Condition
 
 from chalicelib.domain import (
@@ -629,24 +629,4 @@ class DynamoStore:
         return max(1.0, window + window_seconds - now)
 
 
-_store: DynamoStore | None = None
-
-
-def get_store() -> DynamoStore:
-    """Lazy factory: binds the models to the configured tables on first use."""
-    global _store
-    if _store is None:
-        from chalicelib.config import get_settings
-        from chalicelib.models import bind_models
-
-        bind_models(get_settings())
-        _store = DynamoStore()
-    return _store
-
-
-def reset_store() -> None:
-    global _store
-    _store = None
-
-
-__all__ = ["DatasetPage", "DynamoStore", "PutError", "content_hash", "get_store", "reset_store"]
+__all__ = ["DatasetPage", "DynamoStore", "content_hash"]
