@@ -47,9 +47,12 @@ class Settings:
 
     read_budget_seconds: float = 10.0
     lease_ttl_seconds: int = 120
-    queue_claim_ttl_seconds: int = 900
+    queue_claim_ttl_seconds: int = 2100
+    """Longer than the queue's visibility timeout (1800 s), so a crashed job's redelivery still holds the claim."""
     join_poll_interval_seconds: float = 0.25
     max_pages_per_run: int = 1000
+    full_resync_seconds: int = 86400
+    """How often an incremental dataset gets a full pass (the only way to see upstream deletions without tombstones)."""
     run_retention_days: int = 30
     force_refresh_limit: int = 5
     force_refresh_window_seconds: int = 60
@@ -66,6 +69,7 @@ _INT_FIELDS = {
     "lease_ttl_seconds",
     "queue_claim_ttl_seconds",
     "max_pages_per_run",
+    "full_resync_seconds",
     "run_retention_days",
     "force_refresh_limit",
     "force_refresh_window_seconds",

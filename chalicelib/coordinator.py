@@ -21,7 +21,7 @@ from chalicelib.domain import (
     Trigger,
 )
 from chalicelib.engine import OutcomeKind, SyncEngine, SyncOutcome, new_owner, new_run_id
-from chalicelib.errors import ClaimNotWonError, JobNotClaimableError, SyncInProgressError
+from chalicelib.errors import DatasetNotFoundError, JobNotClaimableError, QueueUnavailableError, SyncInProgressError
 from chalicelib.jobs import Job, JobQueue
 from chalicelib.policy import SyncPolicy, lease_is_held
 from chalicelib.store import DynamoStore
@@ -69,6 +69,8 @@ class SyncCoordinator:
         """
         key = seen.key
         expected_last_run = seen.last_run_id
+        created = False
+        attempts_without_progress = 0
         while True:
             now = self._clock.now()
             owner = new_owner(trigger.value)
@@ -81,6 +83,12 @@ class SyncCoordinator:
                     self._settings.lease_ttl_seconds,
                     expected_last_run_id=expected_last_run,
                 )
+            except DatasetNotFoundError:
+                if created:
+                    raise
+                self._store.ensure_dataset(key, connection.provider)  # 404 if the connection is gone
+                created = True
+                continue
             except SyncInProgressError:
                 current = self._wait_for_running_sync(key, expected_last_run, deadline)
                 if current is None:
@@ -91,6 +99,9 @@ class SyncCoordinator:
                     return outcome_from_state(current)
                 if deadline - self._clock.now() < _MIN_TAKEOVER_SECONDS:
                     return SyncOutcome(OutcomeKind.TIMED_OUT, None, SyncCounts())
+                attempts_without_progress += 1
+                if attempts_without_progress > 1:
+                    self._clock.sleep(self._settings.join_poll_interval_seconds)  # lost a takeover race: back off
                 continue  # the holder vanished (lease expired) or handed off: take over with the time left
             if seen.queued_job_id:
                 self._store.mark_run(key, seen.queued_job_id, RunStatus.SUPERSEDED, only_if=RunStatus.QUEUED)
@@ -116,7 +127,7 @@ class SyncCoordinator:
             current = self._store.get_state(key, consistent=True)
             now = self._clock.now()
             if current is None:
-                return DatasetState.empty(key, "")
+                raise DatasetNotFoundError(f"dataset {key.describe()} was deleted")
             if not lease_is_held(current.lease_expires_at, now):
                 return current
             if now + interval >= deadline:
@@ -135,19 +146,28 @@ class SyncCoordinator:
     ) -> str:
         """Queue one background sync if this caller wins the claim; return its run id.
 
-        Raises ``ClaimNotWonError`` when a sync is already running or queued.
+        Raises ``ClaimNotWonError`` when a sync is already running or queued, and
+        ``QueueUnavailableError`` when SQS did not take the message (the claim is undone).
         """
         now = self._clock.now()
         job = Job(key=key, run_id=new_run_id(now), trigger=trigger, created_at=now)
-        self._store.claim_queue(
-            key,
-            provider,
-            job.run_id,
-            now,
-            cooldown_seconds=policy.cooldown_seconds,
-            claim_ttl_seconds=self._settings.queue_claim_ttl_seconds,
-            require_past_cooldown=respect_cooldown,
-        )
+
+        def claim() -> None:
+            self._store.claim_queue(
+                key,
+                provider,
+                job.run_id,
+                now,
+                cooldown_seconds=policy.cooldown_seconds,
+                claim_ttl_seconds=self._settings.queue_claim_ttl_seconds,
+                require_past_cooldown=respect_cooldown,
+            )
+
+        try:
+            claim()
+        except DatasetNotFoundError:
+            self._store.ensure_dataset(key, provider)  # first sync of this dataset; 404 if the connection is gone
+            claim()
         self._store.put_run(
             SyncRun(key=key, run_id=job.run_id, trigger=trigger, status=RunStatus.QUEUED, created_at=now),
             self._engine.retention_seconds,
@@ -158,7 +178,7 @@ class SyncCoordinator:
             logger.exception("could not queue background sync of %s", key.describe())
             self._store.release_queue_claim(key, job.run_id)
             self._store.mark_run(key, job.run_id, RunStatus.FAILED, only_if=RunStatus.QUEUED)
-            raise ClaimNotWonError("the background sync could not be queued") from None
+            raise QueueUnavailableError("the background sync could not be queued") from None
         return job.run_id
 
     def run_job(self, job: Job, connection: Connection, policy: SyncPolicy, deadline: float | None) -> SyncOutcome:

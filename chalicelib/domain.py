@@ -78,7 +78,7 @@ class Connection:
     user_id: str
     connection_id: str
     provider: str
-    credentials: Mapping[str, Any]
+    credentials: Mapping[str, Any] = field(repr=False)
     settings: Mapping[str, Any]
     status: ConnectionStatus
     status_reason: str | None
@@ -158,6 +158,7 @@ class DatasetState:
     queued_at: float | None = None
     last_attempted_at: float | None = None
     last_successful_at: float | None = None
+    last_full_sync_at: float | None = None
     last_error: str | None = None
     consecutive_failures: int = 0
     next_sync_at: float | None = None

@@ -114,7 +114,7 @@ class SyncEngine:
             # A checkpoint that keeps failing may hold a page token the provider no longer honours.
             checkpoint = None
         if checkpoint is None:
-            checkpoint = Checkpoint(generation=run_id, page_token=None, since=state.watermark)
+            checkpoint = Checkpoint(generation=run_id, page_token=None, since=self._since(state, started))
         run = SyncRun(
             key=key,
             run_id=run_id,
@@ -153,6 +153,7 @@ class SyncEngine:
                     if deadline is not None and self._clock.now() >= deadline - _MIN_USEFUL_FETCH_SECONDS:
                         return self._hand_off(run, counts, owner)
                     raise
+                self._store.renew_lease(key, owner, self._clock.now(), self._settings.lease_ttl_seconds)
                 counts = counts.plus(
                     self._store_page(key, page, checkpoint.generation if checkpoint.since is None else None)
                 )
@@ -172,11 +173,21 @@ class SyncEngine:
             logger.exception("sync crashed: %s run=%s", key.describe(), run_id)
             return self._fail(run, counts, owner, f"internal error ({type(exc).__name__})", auth_failure=False)
 
+    def _since(self, state: DatasetState, now: float) -> str | None:
+        """Incremental from the watermark, except for a periodic full pass that finds upstream deletions."""
+        if state.watermark is None or state.last_full_sync_at is None:
+            return None
+        if now - state.last_full_sync_at >= self._settings.full_resync_seconds:
+            return None
+        return state.watermark
+
     def _fetch_timeout(self, deadline: float | None) -> float | None:
+        # One fetch may never outlive the lease it runs under (renewed before each page is stored).
+        longest = min(_NO_DEADLINE_TIMEOUT_SECONDS, self._settings.lease_ttl_seconds / 2)
         if deadline is None:
-            return _NO_DEADLINE_TIMEOUT_SECONDS
+            return longest
         remaining = deadline - self._clock.now()
-        return remaining if remaining >= _MIN_USEFUL_FETCH_SECONDS else None
+        return min(remaining, longest) if remaining >= _MIN_USEFUL_FETCH_SECONDS else None
 
     def _store_page(self, key: DatasetKey, page: Page, generation: str | None) -> SyncCounts:
         """Upsert one page. ``generation`` is set on full passes so the final sweep can find deletions."""
@@ -228,7 +239,9 @@ class SyncEngine:
     ) -> SyncOutcome:
         key = run.key
         record_count: int | None = None
-        if checkpoint.since is None:
+        full_pass = checkpoint.since is None
+        if full_pass:
+            self._store.renew_lease(key, owner, self._clock.now(), self._settings.lease_ttl_seconds)
             deleted, record_count = self._store.sweep_unseen_records(key, checkpoint.generation)
             counts = counts.plus(SyncCounts(deleted=deleted))
         now = self._clock.now()
@@ -244,6 +257,7 @@ class SyncEngine:
             record_count_delta=counts.inserted - counts.deleted,
             watermark=watermark,
             next_sync_at=next_sync_at,
+            full_pass=full_pass,
         )
         self._finish_run(run, RunStatus.SUCCEEDED, counts, None)
         logger.info("sync succeeded: %s run=%s %s", key.describe(), run.run_id, counts.as_dict())

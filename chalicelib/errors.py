@@ -40,6 +40,17 @@ class NotFoundError(SmartSyncError):
     code = "not_found"
 
 
+class DatasetNotFoundError(NotFoundError):
+    """The dataset (or its connection) was deleted."""
+
+
+class QueueUnavailableError(SmartSyncError):
+    """The job queue did not accept the message."""
+
+    status = 503
+    code = "queue_unavailable"
+
+
 class ConflictError(SmartSyncError):
     status = 409
     code = "conflict"

@@ -14,6 +14,7 @@ from pynamodb.attributes import (
     NumberAttribute,
     UnicodeAttribute,
 )
+from pynamodb.connection import Connection
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
@@ -75,6 +76,7 @@ class StateItem(DatasetItem, discriminator="state"):
     queued_at = NumberAttribute(null=True)
     last_attempted_at = NumberAttribute(null=True)
     last_successful_at = NumberAttribute(null=True)
+    last_full_sync_at = NumberAttribute(null=True)
     last_error = UnicodeAttribute(null=True)
     consecutive_failures = NumberAttribute(default=0)
     next_sync_at = NumberAttribute(null=True)
@@ -149,6 +151,31 @@ def bind_models(settings: Settings) -> None:
         meta.host = settings.dynamodb_host
     for model in ALL_MODELS:
         model._connection = None
+    _share_one_connection(settings)
+
+
+_shared: dict[str, Connection] = {}
+
+
+def _share_one_connection(settings: Settings) -> None:
+    """Give every model the same low-level connection, so a cold Lambda builds one botocore client, not five.
+
+    PynamoDB gives each model class its own connection and client; they all talk to
+    the same endpoint, and a botocore client is safe to share.
+    """
+    shared = Connection(region=settings.region, host=settings.dynamodb_host)
+    for model in ALL_MODELS:
+        table = model._get_connection()
+        meta_table = table.get_meta_table()
+        if meta_table.table_name not in shared._tables:
+            shared.add_meta_table(meta_table)
+        table.connection = shared
+    _shared["connection"] = shared
+
+
+def shared_connection() -> Connection:
+    """The connection ``bind_models`` installed (used for transactions)."""
+    return _shared["connection"]
 
 
 def create_tables(wait: bool = False) -> None:

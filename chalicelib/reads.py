@@ -20,6 +20,7 @@ from chalicelib.errors import (
     ClaimNotWonError,
     ConnectionNotActiveError,
     NotFoundError,
+    QueueUnavailableError,
     RateLimitedError,
     ValidationError,
 )
@@ -181,6 +182,8 @@ class DatasetReader:
             except ClaimNotWonError:
                 # Someone else queued or is running it: still "updating in background".
                 answer.background_sync = True
+            except QueueUnavailableError as exc:
+                answer.warning = f"could not start a background refresh: {exc.message}"
             return answer.from_cache()
 
         if force:
@@ -193,7 +196,7 @@ class DatasetReader:
             trigger=trigger,
             deadline=started + self._settings.read_budget_seconds,
         )
-        fresh_page = self._store.read_dataset_page(key, limit, after)
+        fresh_page = self._store.read_dataset_page(key, limit, after, consistent=True)
         answer = _Answer(fresh_page.state or state, policy, decision.freshness, fresh_page, self._clock.now())
         answer.outcome = outcome
         if outcome.succeeded:
@@ -224,6 +227,7 @@ class _Answer:
         self.background_sync = False
         self.sync_in_progress = lease_is_held(state.lease_expires_at, now)
         self.outcome: SyncOutcome | None = None
+        self.warning: str | None = None
 
     @property
     def has_cache(self) -> bool:
@@ -282,6 +286,10 @@ class _Answer:
         message = f"Using data from {humanize_age(self.age)}"
         if self.background_sync:
             message += " (updating in background)"
+        if self.warning:
+            return ApiResponse(
+                200, self._body("success_with_warning", "cache", message, cached=True, warning=self.warning)
+            )
         return ApiResponse(200, self._body("success", "cache", message, cached=True))
 
     def from_upstream(self) -> ApiResponse:

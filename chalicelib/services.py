@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +24,7 @@ from chalicelib.errors import (
     ConnectionNotActiveError,
     JobNotClaimableError,
     NotFoundError,
+    QueueUnavailableError,
     ValidationError,
 )
 from chalicelib.jobs import Job
@@ -32,6 +34,8 @@ from chalicelib.reads import ApiResponse, PolicyResolver, enforce_manual_refresh
 from chalicelib.store import DynamoStore
 
 logger = logging.getLogger(__name__)
+
+_MAX_CONNECTION_FIELD_BYTES = 16_384
 
 
 def _object(body: Any, name: str) -> Mapping[str, Any]:
@@ -57,30 +61,50 @@ class ConnectionService:
         if not isinstance(provider_name, str) or not provider_name:
             raise ValidationError("provider is required")
         provider = self._registry.get(provider_name)
-        credentials = _object(payload.get("credentials"), "credentials")
-        settings = _object(payload.get("settings"), "settings")
         status_raw = payload.get("status", ConnectionStatus.ACTIVE.value)
         if status_raw not in (ConnectionStatus.ACTIVE.value, ConnectionStatus.PAUSED.value):
             raise ValidationError("status may be ACTIVE or PAUSED")
+        reset_data = payload.get("reset_data", False)
+        if not isinstance(reset_data, bool):
+            raise ValidationError("reset_data must be true or false")
+
+        existing = self._store.get_connection(user_id, connection_id)
+        same_provider = existing is not None and existing.provider == provider_name
+        # Omitted credentials/settings keep the stored ones, so a connection can be paused without its secrets.
+        credentials = (
+            _object(payload["credentials"], "credentials")
+            if "credentials" in payload
+            else (existing.credentials if existing is not None and same_provider else {})
+        )
+        settings = (
+            _object(payload["settings"], "settings")
+            if "settings" in payload
+            else (existing.settings if existing is not None and same_provider else {})
+        )
+        for name, value in (("credentials", credentials), ("settings", settings)):
+            if len(json.dumps(value, default=str)) > _MAX_CONNECTION_FIELD_BYTES:
+                raise ValidationError(f"{name} must be at most {_MAX_CONNECTION_FIELD_BYTES} bytes of JSON")
         provider.validate_connection(credentials, settings)
 
         now = self._clock.now()
-        existing = self._store.get_connection(user_id, connection_id)
-        if existing is not None and existing.provider != provider_name:
-            # Another provider's records do not belong to this connection any more.
-            self._delete_datasets(existing)
+        if existing is not None and (not same_provider or reset_data):
+            # Another provider's (or account's) records do not belong to this connection any more.
+            self._store.delete_connection_datasets(user_id, connection_id)
         connection = Connection(
             user_id=user_id,
             connection_id=connection_id,
             provider=provider_name,
-            credentials=credentials if ("credentials" in payload or existing is None) else existing.credentials,
-            settings=settings if ("settings" in payload or existing is None) else existing.settings,
+            credentials=credentials,
+            settings=settings,
             status=ConnectionStatus(status_raw),
             status_reason=None,
             created_at=existing.created_at if existing else now,
             updated_at=now,
         )
         self._store.put_connection(connection)
+        for data_type in self._policies.data_types(provider_name):
+            # Created up front so reads never race to create them (reads still create lazily if needed).
+            self._store.ensure_dataset(DatasetKey(user_id, connection_id, data_type), provider_name)
         body_out = connection.public()
         body_out["data_types"] = self._policies.data_types(provider_name)
         return (200 if existing else 201), body_out
@@ -90,17 +114,13 @@ class ConnectionService:
         return {"connections": [c.public() for c in self._store.list_connections(user_id)]}
 
     def delete(self, user_id: str, connection_id: str) -> None:
+        """Connection first: from then on no sync can create or renew its datasets (see ``ensure_dataset``)."""
         validate_id("user_id", user_id)
         validate_id("connection_id", connection_id)
-        connection = self._store.get_connection(user_id, connection_id)
-        if connection is None:
+        if self._store.get_connection(user_id, connection_id) is None:
             raise NotFoundError(f"connection {connection_id!r} not found")
-        self._delete_datasets(connection)
         self._store.delete_connection(user_id, connection_id)
-
-    def _delete_datasets(self, connection: Connection) -> None:
-        for data_type in self._policies.data_types(connection.provider):
-            self._store.delete_dataset(DatasetKey(connection.user_id, connection.connection_id, data_type))
+        self._store.delete_connection_datasets(user_id, connection_id)
 
 
 class ManualSyncService:
@@ -158,6 +178,8 @@ class ManualSyncService:
                 key, connection.provider, policy, trigger=Trigger.FORCE, respect_cooldown=False
             )
             return {"data_type": data_type, "status": "queued", "run_id": run_id}
+        except QueueUnavailableError as exc:
+            return {"data_type": data_type, "status": "queue_unavailable", "run_id": None, "error": exc.message}
         except ClaimNotWonError:
             state = self._store.get_state(key)
             now = self._clock.now()
@@ -241,6 +263,8 @@ class StatusService:
         needs_sync = age is None or age >= policy.cooldown_seconds
         next_in = 0 if age is None else max(0, int(policy.cooldown_seconds - age))
         status = "running" if running else ("queued" if queued else state.status.value.lower())
+        if status == "running" and not running:
+            status = "interrupted"  # the holder died; the next caller resumes from its checkpoint
         if status == "idle" and last is None:
             status = "never_synced"
         return {

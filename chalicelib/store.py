@@ -15,8 +15,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from pynamodb.exceptions import DeleteError, UpdateError
+from pynamodb.exceptions import DeleteError, TransactWriteError, UpdateError
 from pynamodb.expressions.condition import Condition
+from pynamodb.transactions import TransactWrite
 
 from chalicelib.domain import (
     Checkpoint,
@@ -33,6 +34,7 @@ from chalicelib.domain import (
 )
 from chalicelib.errors import (
     ClaimNotWonError,
+    DatasetNotFoundError,
     JobNotClaimableError,
     LeaseLostError,
     SyncInProgressError,
@@ -47,6 +49,7 @@ from chalicelib.models import (
     RecordItem,
     RunItem,
     StateItem,
+    shared_connection,
 )
 from chalicelib.providers.base import UpstreamRecord
 
@@ -65,9 +68,12 @@ def _condition_failed(exc: Exception) -> bool:
 
 # --- Lease condition fragments -------------------------------------------------
 # Timeline of one dataset (t = now):
+#   first read of a dataset: ensure_dataset (connection exists, state absent) -> state item
 #   reader A: acquire  (lease free)              -> owner=A, expires=t+ttl, RUNNING
+#   A before storing each page: renew (owner=A)  -> a holder that lost the lease writes nothing
 #   reader B: acquire  (lease held by A)         -> SyncInProgressError, B joins A's result
 #   A after each stored page: checkpoint (owner=A) -> expires pushed to t'+ttl
+#   connection deleted: state item removed       -> every later acquire/claim/renew fails
 #   A crashes; at t > expires anyone may acquire -> resumes from A's checkpoint
 #   A wakes up, tries to checkpoint (owner!=A)   -> LeaseLostError, A stops writing
 #   reader C decided on run R0, but run R1 finished meanwhile: acquire fails
@@ -76,8 +82,14 @@ def _condition_failed(exc: Exception) -> bool:
 #   worker: acquire with job id (queued_job_id = job) -> runs it; redelivery finds no claim
 
 
+def _dataset_exists() -> Condition:
+    """Only ``ensure_dataset`` creates a state item, so a deleted dataset stays deleted."""
+    return cast(Condition, StateItem.pk.exists())
+
+
 def _lease_free(now: float) -> Condition:
-    return cast(Condition, StateItem.lease_owner.does_not_exist() | (StateItem.lease_expires_at < now))
+    # Free at the instant it expires: the same boundary as ``policy.lease_is_held``.
+    return cast(Condition, StateItem.lease_owner.does_not_exist() | (StateItem.lease_expires_at <= now))
 
 
 def _lease_owned_by(owner: str) -> Condition:
@@ -144,6 +156,7 @@ def _state_from_item(item: StateItem) -> DatasetState:
         queued_at=item.queued_at,
         last_attempted_at=item.last_attempted_at,
         last_successful_at=item.last_successful_at,
+        last_full_sync_at=item.last_full_sync_at,
         last_error=item.last_error,
         consecutive_failures=int(item.consecutive_failures or 0),
         next_sync_at=item.next_sync_at,
@@ -254,14 +267,21 @@ class DynamoStore:
 
     # --- dataset reads -------------------------------------------------------
 
-    def read_dataset_page(self, key: DatasetKey, limit: int, after_sort_key: str | None) -> DatasetPage:
-        """First page: one Query returns the state item and the records after it."""
+    def read_dataset_page(
+        self, key: DatasetKey, limit: int, after_sort_key: str | None, *, consistent: bool = False
+    ) -> DatasetPage:
+        """First page: one Query returns the state item and the records after it.
+
+        ``consistent`` is for the read right after a sync, which must see what it wrote.
+        """
         if after_sort_key is None:
-            items = list(DatasetItem.query(key.dataset_id, limit=limit + 2, page_size=limit + 2))
+            items = list(
+                DatasetItem.query(key.dataset_id, limit=limit + 2, page_size=limit + 2, consistent_read=consistent)
+            )
             state_item = next((i for i in items if isinstance(i, StateItem)), None)
             record_items = [i for i in items if isinstance(i, RecordItem)]
         else:
-            state_item = self._get_state_item(key, consistent=False)
+            state_item = self._get_state_item(key, consistent=consistent)
             record_items = [
                 i
                 for i in DatasetItem.query(
@@ -269,6 +289,7 @@ class DynamoStore:
                     DatasetItem.sk > after_sort_key,
                     limit=limit + 1,
                     page_size=limit + 1,
+                    consistent_read=consistent,
                 )
                 if isinstance(i, RecordItem)
             ]
@@ -323,7 +344,7 @@ class DynamoStore:
             StateItem.status.set(DatasetStatus.RUNNING.value),
             StateItem.last_attempted_at.set(now),
         ]
-        condition = _lease_free(now)
+        condition = _dataset_exists() & _lease_free(now)
         if job_id is not None:
             # The claim stays until the job finishes, so a redelivery after a crash can resume it.
             condition = condition & _job_is_queued(job_id)
@@ -336,10 +357,11 @@ class DynamoStore:
         except UpdateError as exc:
             if not _condition_failed(exc):
                 raise
-            if job_id is not None:
-                current = self.get_state(key)
-                if current is None or current.queued_job_id != job_id:
-                    raise JobNotClaimableError(f"job {job_id} is no longer queued for {key.describe()}") from exc
+            current = self.get_state(key)
+            if current is None:
+                raise DatasetNotFoundError(f"dataset {key.describe()} was deleted") from exc
+            if job_id is not None and current.queued_job_id != job_id:
+                raise JobNotClaimableError(f"job {job_id} is no longer queued for {key.describe()}") from exc
             raise SyncInProgressError() from exc
         return _state_from_item(handle)
 
@@ -355,7 +377,7 @@ class DynamoStore:
         require_past_cooldown: bool = True,
     ) -> None:
         """Win the right to queue the one background sync of this dataset (invariant 2)."""
-        condition = _lease_free(now) & _no_live_queue_claim(now, claim_ttl_seconds)
+        condition = _dataset_exists() & _lease_free(now) & _no_live_queue_claim(now, claim_ttl_seconds)
         if require_past_cooldown:
             condition = condition & _past_cooldown(now, cooldown_seconds)
         try:
@@ -368,9 +390,11 @@ class DynamoStore:
                 condition=condition,
             )
         except UpdateError as exc:
-            if _condition_failed(exc):
-                raise ClaimNotWonError() from exc
-            raise
+            if not _condition_failed(exc):
+                raise
+            if self.get_state(key) is None:
+                raise DatasetNotFoundError(f"dataset {key.describe()} was deleted") from exc
+            raise ClaimNotWonError() from exc
 
     def release_queue_claim(self, key: DatasetKey, job_id: str) -> None:
         """Undo a claim whose message could not be sent, so the next reader may try again."""
@@ -383,21 +407,57 @@ class DynamoStore:
             if not _condition_failed(exc):
                 raise
 
+    def ensure_dataset(self, key: DatasetKey, provider: str) -> None:
+        """Create the dataset's state item, but only while its connection exists.
+
+        One transaction: a ConditionCheck on the connection item and a put that
+        never overwrites. Everything else requires the state item to exist, so a
+        sync racing a DELETE cannot bring the dataset back.
+        """
+        state = StateItem(
+            key.dataset_id,
+            STATE_SORT_KEY,
+            user_id=key.user_id,
+            dataset_key=key.dataset_key,
+            connection_id=key.connection_id,
+            data_type=key.data_type,
+            provider=provider,
+        )
+        try:
+            with TransactWrite(connection=shared_connection()) as transaction:
+                transaction.condition_check(
+                    ConnectionItem, key.user_id, key.connection_id, condition=ConnectionItem.user_id.exists()
+                )
+                transaction.save(state, condition=StateItem.pk.does_not_exist())
+        except TransactWriteError as exc:
+            codes = [reason.code if reason is not None else None for reason in exc.cancellation_reasons or []]
+            if codes[:1] == ["ConditionalCheckFailed"]:
+                raise DatasetNotFoundError(f"connection {key.connection_id!r} not found") from exc
+            if codes[1:2] != ["ConditionalCheckFailed"]:  # anything but "the state item already exists"
+                raise
+
+    def renew_lease(self, key: DatasetKey, owner: str, now: float, ttl_seconds: float) -> None:
+        """Fence: called right before a holder writes records, so a holder that lost the lease writes nothing."""
+        self._renew(key, owner, [StateItem.lease_expires_at.set(now + ttl_seconds)])
+
     def save_checkpoint(
         self, key: DatasetKey, owner: str, now: float, ttl_seconds: float, checkpoint: Checkpoint
     ) -> None:
         """Record progress and renew the lease in one write; only the owner may."""
+        self._renew(
+            key,
+            owner,
+            [StateItem.checkpoint_json.set(checkpoint.to_json()), StateItem.lease_expires_at.set(now + ttl_seconds)],
+        )
+
+    def _renew(self, key: DatasetKey, owner: str, actions: list[Any]) -> None:
         try:
-            _state_handle(key).update(
-                actions=[
-                    StateItem.checkpoint_json.set(checkpoint.to_json()),
-                    StateItem.lease_expires_at.set(now + ttl_seconds),
-                ],
-                condition=_lease_owned_by(owner),
-            )
+            _state_handle(key).update(actions=actions, condition=_lease_owned_by(owner))
         except UpdateError as exc:
             if _condition_failed(exc):
-                raise LeaseLostError(f"lease on {key.describe()} was taken over") from exc
+                raise LeaseLostError(
+                    f"lease on {key.describe()} was lost (expired and taken over, or deleted)"
+                ) from exc
             raise
 
     def finish_success(
@@ -412,6 +472,7 @@ class DynamoStore:
         record_count_delta: int,
         watermark: str | None,
         next_sync_at: float | None,
+        full_pass: bool,
     ) -> None:
         actions: list[Any] = [
             StateItem.lease_owner.remove(),
@@ -430,6 +491,8 @@ class DynamoStore:
             StateItem.last_counts_json.set(json.dumps(counts.as_dict())),
         ]
         actions.append(StateItem.watermark.set(watermark) if watermark else StateItem.watermark.remove())
+        if full_pass:
+            actions.append(StateItem.last_full_sync_at.set(now))
         actions.append(
             StateItem.next_sync_at.set(next_sync_at) if next_sync_at is not None else StateItem.next_sync_at.remove()
         )
@@ -473,6 +536,13 @@ class DynamoStore:
             if _condition_failed(exc):
                 raise LeaseLostError(f"lease on {key.describe()} was taken over") from exc
             raise
+
+    def delete_connection_datasets(self, user_id: str, connection_id: str) -> None:
+        """Every dataset the connection ever had (found through the index, not today's provider config)."""
+        prefix = f"{connection_id}#"
+        for item in DatasetItem.by_user.query(user_id, DatasetItem.dataset_key.startswith(prefix)):
+            if isinstance(item, StateItem):
+                self.delete_dataset(DatasetKey(user_id, connection_id, item.data_type))
 
     def delete_dataset(self, key: DatasetKey) -> None:
         """Remove state, records and run history of one dataset."""

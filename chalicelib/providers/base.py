@@ -58,7 +58,7 @@ class FetchRequest:
 
     connection_id: str
     data_type: str
-    credentials: Mapping[str, Any]
+    credentials: Mapping[str, Any] = field(repr=False)
     settings: Mapping[str, Any]
     page_token: str | None
     since: str | None

@@ -46,6 +46,7 @@ def test_fifty_concurrent_expired_reads_make_one_upstream_fetch(make_harness: An
 def test_a_second_caller_cannot_take_a_held_lease(make_harness: Any) -> None:
     # Given a lease held by worker A
     harness = make_harness()
+    harness.put_connection()
     store, now = harness.container.store, harness.clock.now()
     store.acquire_lease(KEY, "demo", "A", now, 120)
     # When B tries before it expires, and C after
