@@ -31,9 +31,9 @@ check: lint typecheck test ## everything CI should care about
 bench: $(STAMP) ## prints the performance numbers quoted in the issue notes
 	$(BIN)/python -m bench.run
 
-package: $(STAMP) ## CloudFormation/SAM template with tables, queue, DLQ and IAM, linted
+package: $(STAMP) ## CloudFormation/SAM template (STAGE=prod by default) with tables, queue, DLQ and IAM, linted
 	rm -rf build/package
-	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(BIN)/chalice package --stage $${STAGE:-dev} --merge-template infra/resources.json build/package
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(BIN)/chalice package --stage $${STAGE:-prod} --merge-template infra/resources.json build/package
 	$(BIN)/cfn-lint build/package/sam.json
 
 clean:

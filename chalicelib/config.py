@@ -118,9 +118,7 @@ def settings_from_env(environ: Mapping[str, str]) -> Settings:
             parsed = json.loads(overrides)
         except ValueError as exc:
             raise ConfigurationError(f"{_ENV_PREFIX}POLICY_OVERRIDES is not valid JSON: {exc}") from exc
-        if not isinstance(parsed, dict):
-            raise ConfigurationError(f"{_ENV_PREFIX}POLICY_OVERRIDES must be a JSON object")
-        values["policy_overrides"] = parsed
+        values["policy_overrides"] = _validated_overrides(parsed)
     region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
     if region:
         values["region"] = region
@@ -128,6 +126,30 @@ def settings_from_env(environ: Mapping[str, str]) -> Settings:
     if settings.read_budget_seconds <= 0 or settings.read_budget_seconds >= 29:
         raise ConfigurationError("SMART_SYNC_READ_BUDGET_SECONDS must be between 0 and 29 (API Gateway's limit)")
     return settings
+
+
+_POLICY_FIELDS = ("cooldown_seconds", "max_staleness_seconds", "schedule_every_seconds")
+
+
+def _validated_overrides(parsed: Any) -> dict[str, dict[str, int | None]]:
+    """``{"*" | "provider" | "provider/type": {policy field: seconds}}``; anything else fails at start-up."""
+    name = f"{_ENV_PREFIX}POLICY_OVERRIDES"
+    if not isinstance(parsed, dict):
+        raise ConfigurationError(f"{name} must be a JSON object")
+    for scope, fields in parsed.items():
+        if not isinstance(fields, dict):
+            raise ConfigurationError(f"{name}[{scope!r}] must be an object of policy fields")
+        for key, value in fields.items():
+            if key not in _POLICY_FIELDS:
+                raise ConfigurationError(
+                    f"{name}[{scope!r}]: unknown field {key!r} (known: {', '.join(_POLICY_FIELDS)})"
+                )
+            nullable = key == "schedule_every_seconds"
+            if (value is None and not nullable) or (
+                value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0)
+            ):
+                raise ConfigurationError(f"{name}[{scope!r}].{key} must be a whole number of seconds")
+    return parsed
 
 
 @lru_cache(maxsize=1)

@@ -130,8 +130,17 @@ def decode_next_token(token: str) -> str:
         value = json.loads(base64.urlsafe_b64decode(padded.encode()))["after"]
     except (ValueError, KeyError, TypeError) as exc:
         raise ValidationError("next_token is not valid") from exc
-    if not isinstance(value, str) or not value.startswith(RECORD_SORT_PREFIX):
+    # DynamoDB sort keys are at most 1024 bytes; a forged token must be a 400, not a 500.
+    if (
+        not isinstance(value, str)
+        or not value.startswith(RECORD_SORT_PREFIX)
+        or len(value.encode("utf-8", "replace")) > 1024
+    ):
         raise ValidationError("next_token is not valid")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("next_token is not valid") from None
     return value
 
 

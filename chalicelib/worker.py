@@ -14,25 +14,42 @@ logger = logging.getLogger(__name__)
 _HANDOFF_MARGIN_SECONDS = 15.0
 
 
+def job_deadline(remaining_seconds: float | None, function_seconds: float | None, now: float) -> float | None:
+    """When a job must hand off, or ``None`` for no deadline. Raises nothing; pure.
+
+    A function configured with less than two margins (tests, ``chalice local``)
+    gets no deadline: it could not hand off usefully anyway.
+    """
+    if remaining_seconds is None or function_seconds is None or function_seconds <= 2 * _HANDOFF_MARGIN_SECONDS:
+        return None
+    return now + remaining_seconds - _HANDOFF_MARGIN_SECONDS
+
+
 def handle_sqs_batch(records: list[Any], context: Any) -> dict[str, Any]:
     """Run each job; return SQS partial-batch failures (``ReportBatchItemFailures``)."""
     container = get_container()
+    remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
+
+    def remaining() -> float | None:
+        return remaining_ms() / 1000.0 if callable(remaining_ms) else None
+
+    function_seconds = remaining()
     failures: list[dict[str, str]] = []
     for record in records:
-        deadline = None
-        remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
-        if callable(remaining_ms):
-            remaining = remaining_ms() / 1000.0
-            # A function this short could not hand off usefully; let it run to its own timeout.
-            if remaining > 2 * _HANDOFF_MARGIN_SECONDS:
-                deadline = container.clock.now() + remaining - _HANDOFF_MARGIN_SECONDS
+        message_id = record.to_dict()["messageId"]
+        left = remaining()
+        deadline = job_deadline(left, function_seconds, container.clock.now())
+        if deadline is not None and left is not None and left < 2 * _HANDOFF_MARGIN_SECONDS:
+            # Too little time to start another job: give it back to SQS rather than be killed mid-sync.
+            failures.append({"itemIdentifier": message_id})
+            continue
         try:
             result = container.worker.handle(record.body, deadline)
-            logger.info("job handled: %s", result)
+            logger.info("job %s handled: %s", message_id, result)
         except SyncInProgressError:
             # Someone else holds the lease right now; SQS redelivers after the visibility timeout.
-            failures.append({"itemIdentifier": record.to_dict()["messageId"]})
+            failures.append({"itemIdentifier": message_id})
         except Exception:
-            logger.exception("job failed")
-            failures.append({"itemIdentifier": record.to_dict()["messageId"]})
+            logger.exception("job %s failed", message_id)
+            failures.append({"itemIdentifier": message_id})
     return {"batchItemFailures": failures}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Callable
 from typing import Any, Literal
@@ -37,13 +38,23 @@ def to_response(result: Any) -> Response:
     return Response(body=result, status_code=200, headers=JSON_HEADERS)
 
 
+_MAX_BODY_BYTES = 65_536
+
+
 def json_body(request: Request) -> Any:
-    """The parsed body, or ``None`` when empty; malformed JSON is a 400, not a 500."""
-    if not request.raw_body:
+    """The parsed body, or ``None`` when empty; malformed JSON is a 400, not a 500.
+
+    Parsed from the raw bytes whatever the Content-Type says, so a client that
+    forgets the header is not silently treated as having sent nothing.
+    """
+    raw = request.raw_body
+    if not raw:
         return None
+    if len(raw) > _MAX_BODY_BYTES:
+        raise ValidationError(f"request body must be at most {_MAX_BODY_BYTES} bytes")
     try:
-        return request.json_body
-    except BadRequestError:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
         raise ValidationError("request body is not valid JSON") from None
 
 

@@ -353,6 +353,14 @@ def _scalar_text(value: Any) -> str | None:
 # --------------------------------------------------------------------------- provider
 
 
+def _header_safe(value: str) -> bool:
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return not any(c in value for c in "\r\n\x00")
+
+
 class RestProvider:
     """A ``Provider`` backed by a declarative JSON-over-HTTP description."""
 
@@ -388,9 +396,12 @@ class RestProvider:
             raise ValidationError(
                 f"provider {self.name!r} needs credential(s) {', '.join(missing)} (non-empty string or number)"
             )
-        broken = [name for name in auth.fields if any(c in str(credentials[name]) for c in "\r\n")]
+        broken = [name for name in auth.fields if not _header_safe(str(credentials[name]))]
         if broken:
-            raise ValidationError(f"provider {self.name!r}: credential(s) {', '.join(broken)} contain a line break")
+            raise ValidationError(
+                f"provider {self.name!r}: credential(s) {', '.join(broken)} must be printable Latin-1 text "
+                "without line breaks (HTTP headers cannot carry anything else)"
+            )
 
     def fetch_page(self, request: FetchRequest) -> Page:
         spec = self.config.data_types.get(request.data_type)
