@@ -28,6 +28,7 @@ from chalicelib.domain import (
 )
 from chalicelib.errors import LeaseLostError
 from chalicelib.jobs import Job, JobQueue
+from chalicelib.logs import log_crash
 from chalicelib.policy import SyncPolicy
 from chalicelib.providers import ProviderRegistry
 from chalicelib.providers.base import FetchRequest, Page, ProviderAuthError, ProviderError, ProviderTimeoutError
@@ -165,12 +166,15 @@ class SyncEngine:
                 self._store.save_checkpoint(key, owner, self._clock.now(), self._settings.lease_ttl_seconds, checkpoint)
         except LeaseLostError as exc:
             logger.warning("sync lost its lease: %s run=%s", key.describe(), run_id)
-            self._finish_run(run, RunStatus.LEASE_LOST, counts, str(exc))
+            if self._store.get_state(key) is None:
+                self._store.delete_run(key, run_id)  # the dataset was deleted: leave no history behind
+            else:
+                self._finish_run(run, RunStatus.LEASE_LOST, counts, str(exc))
             return SyncOutcome(OutcomeKind.LEASE_LOST, run_id, counts, error=str(exc))
         except ProviderError as exc:
             return self._fail(run, counts, owner, str(exc), auth_failure=isinstance(exc, ProviderAuthError))
         except Exception as exc:  # a bug must not leave the lease held until it expires
-            logger.exception("sync crashed: %s run=%s", key.describe(), run_id)
+            log_crash(logger, f"sync crashed: {key.describe()} run={run_id}", exc)
             return self._fail(run, counts, owner, f"internal error ({type(exc).__name__})", auth_failure=False)
 
     def _since(self, state: DatasetState, now: float) -> str | None:

@@ -197,6 +197,8 @@ class DatasetReader:
             deadline=started + self._settings.read_budget_seconds,
         )
         fresh_page = self._store.read_dataset_page(key, limit, after, consistent=True)
+        if fresh_page.state is None:
+            raise NotFoundError(f"connection {key.connection_id!r} was deleted")
         answer = _Answer(fresh_page.state or state, policy, decision.freshness, fresh_page, self._clock.now())
         answer.outcome = outcome
         if outcome.succeeded:

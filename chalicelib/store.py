@@ -647,6 +647,10 @@ class DynamoStore:
             expires_at=int(run.created_at + retention_seconds),
         ).save()
 
+    def delete_run(self, key: DatasetKey, run_id: str) -> None:
+        with contextlib.suppress(DeleteError):
+            RunItem(key.dataset_id, run_id).delete()
+
     def mark_run(self, key: DatasetKey, run_id: str, status: RunStatus, *, only_if: RunStatus) -> None:
         try:
             RunItem(key.dataset_id, run_id).update(

@@ -7,6 +7,7 @@ from typing import Any
 
 from chalicelib.container import get_container
 from chalicelib.errors import SyncInProgressError
+from chalicelib.logs import log_crash
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def handle_sqs_batch(records: list[Any], context: Any) -> dict[str, Any]:
         except SyncInProgressError:
             # Someone else holds the lease right now; SQS redelivers after the visibility timeout.
             failures.append({"itemIdentifier": message_id})
-        except Exception:
-            logger.exception("job %s failed", message_id)
+        except Exception as exc:
+            log_crash(logger, f"job {message_id} failed", exc)
             failures.append({"itemIdentifier": message_id})
     return {"batchItemFailures": failures}

@@ -14,6 +14,7 @@ from chalicelib.auth import authenticate, authorize_user
 from chalicelib.config import ConfigurationError
 from chalicelib.container import Container, get_container
 from chalicelib.errors import ForbiddenError, RateLimitedError, SmartSyncError, ValidationError
+from chalicelib.logs import log_crash
 from chalicelib.reads import ApiResponse
 
 logger = logging.getLogger(__name__)
@@ -86,8 +87,8 @@ def endpoint(bp: Blueprint, *, auth: AuthMode = "user") -> Callable[[View], View
                 return error_response(exc.status, exc.code, exc.message)
             except BadRequestError as exc:
                 return error_response(400, "bad_request", str(exc) or "malformed request body")
-            except Exception:
-                logger.exception("unhandled error in %s", view.__name__)
+            except Exception as exc:
+                log_crash(logger, f"unhandled error in {view.__name__}", exc)
                 return error_response(500, "internal_error", "internal error")
 
         return handler

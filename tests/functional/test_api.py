@@ -12,6 +12,7 @@ import pytest
 from chalicelib.auth import issue_token
 from chalicelib.domain import DatasetKey
 from tests.functional.conftest import Harness
+from tests.functional.test_lifecycle import dataset_items
 
 DATA = "/users/u1/connections/c1/data/recovery"
 
@@ -81,7 +82,7 @@ def test_connection_lifecycle_never_returns_credentials(harness: Harness) -> Non
     created = harness.put_connection()
     # Then it is created without echoing the credentials
     assert created.status_code == 201
-    assert "secret-demo-token" not in created.body.decode() if isinstance(created.body, bytes) else True
+    assert b"secret-demo-token" not in created.body
     payload = body(created)
     assert "credentials" not in payload
     assert payload["has_credentials"] is True
@@ -105,8 +106,8 @@ def test_delete_removes_the_connection_its_records_and_state(harness: Harness) -
     # Then it is gone with everything it cached
     assert deleted.status_code == 204
     assert harness.read(DATA).status_code == 404
-    key_states = harness.container.store.list_states("u1")
-    assert key_states == []
+    assert harness.container.store.list_states("u1") == []
+    assert dataset_items(harness) == []
     again = harness.client.http.delete("/users/u1/connections/c1", headers=harness.headers())
     assert again.status_code == 404
 
@@ -292,3 +293,23 @@ def test_a_short_jwt_secret_is_a_configuration_error(make_harness: Any) -> None:
     response = harness.client.http.get("/users/u1/connections", headers={"Authorization": "Bearer x"})
     assert response.status_code == 500
     assert body(response)["error"]["code"] == "configuration_error"
+
+
+def test_a_body_without_content_type_is_still_read(harness: Harness) -> None:
+    # Given a client that forgets the Content-Type header
+    harness.put_connection(settings={"records": 2})
+    headers = {"Authorization": harness.headers()["Authorization"]}
+    # When it asks for one data type
+    response = harness.client.http.post(
+        "/users/u1/connections/c1/sync", headers=headers, body=json.dumps({"data_type": "sleep"})
+    )
+    # Then only that data type is queued, not all four
+    assert response.status_code == 202
+    assert [s["data_type"] for s in body(response)["syncs"]] == ["sleep"]
+
+
+@pytest.mark.parametrize("payload", ["[" * 30_000 + "]" * 30_000, "x" * 70_000])
+def test_hostile_bodies_are_a_400(harness: Harness, payload: str) -> None:
+    response = harness.client.http.put("/users/u1/connections/c1", headers=harness.headers(), body=payload)
+    assert response.status_code == 400
+    assert body(response)["error"]["code"] == "bad_request"

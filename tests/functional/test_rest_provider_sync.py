@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
+import pytest
 import responses
 from responses import matchers
 
@@ -107,3 +109,52 @@ def test_provider_errors_never_leak_credentials(make_harness: Any) -> None:
     text = response.body.decode() if isinstance(response.body, bytes) else str(response.body)
     assert "401" in text
     assert "tok-SECRET" not in text
+
+
+def test_a_rest_connection_can_be_paused_without_resending_its_secrets(make_harness: Any) -> None:
+    # Given a REST connection with credentials
+    harness = make_harness(registry=registry_from_config(CONFIG))
+    harness.put_connection(connection_id="acme1", provider="acme", credentials={"access_token": "tok-123"})
+    # When it is paused with a body that omits the credentials
+    paused = harness.client.http.put(
+        "/users/u1/connections/acme1",
+        headers=harness.headers(),
+        body=json.dumps({"provider": "acme", "status": "PAUSED"}),
+    )
+    # Then the stored credentials are kept
+    assert paused.status_code == 200, paused.body
+    assert json.loads(paused.body)["has_credentials"] is True
+    stored = harness.container.store.get_connection("u1", "acme1")
+    assert stored is not None and dict(stored.credentials) == {"access_token": "tok-123"}
+
+
+def test_credentials_an_http_header_cannot_carry_are_rejected(make_harness: Any) -> None:
+    harness = make_harness(registry=registry_from_config(CONFIG))
+    response = harness.put_connection(connection_id="acme1", provider="acme", credentials={"access_token": "tök€n"})
+    assert response.status_code == 400
+    assert "Latin-1" in json.loads(response.body)["error"]["message"]
+    assert "tök€n" not in str(response.body)
+
+
+def test_rest_failures_keep_credentials_out_of_logs_and_history(
+    make_harness: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given every log line captured, and a provider that rejects the token and then breaks
+    caplog.set_level(logging.DEBUG, logger="chalicelib")
+    harness = make_harness(registry=registry_from_config(CONFIG))
+    harness.put_connection(connection_id="acme1", provider="acme", credentials={"access_token": "tok-SECRET"})
+    with responses.RequestsMock() as api:
+        api.get(f"{BASE}/recovery", status=401, json={"error": "bad token tok-SECRET"})
+        harness.read(DATA)
+    harness.clock.advance(3600)
+    with responses.RequestsMock() as api:
+        api.get(f"{BASE}/recovery", body=ConnectionError("connection reset while sending tok-SECRET"))
+        harness.read(DATA + "&force_refresh=true")
+    # Then the secret is in no log line, no run record and no sync status
+    runs = harness.read("/users/u1/connections/acme1/runs").body
+    status = harness.read("/users/u1/sync-status").body
+    assert caplog.records
+    assert "tok-SECRET" not in caplog.text
+    assert b"tok-SECRET" not in runs
+    assert b"tok-SECRET" not in status
+    assert b"401" in runs

@@ -53,7 +53,7 @@ def test_worker_reports_partial_batch_failures_and_has_a_dead_letter_queue() -> 
     queue = TEMPLATE["JobQueue"]["Properties"]
     worker_timeout = CONFIG["lambda_functions"]["sync_worker"]["lambda_timeout"]
     assert queue["VisibilityTimeout"] >= 6 * worker_timeout
-    assert queue["RedrivePolicy"]["maxReceiveCount"] >= 1
+    assert 2 <= queue["RedrivePolicy"]["maxReceiveCount"] <= 10
 
 
 def test_iam_policy_covers_every_table_and_index() -> None:
