@@ -117,10 +117,12 @@ class ConnectionService:
         """Connection first: from then on no sync can create or renew its datasets (see ``ensure_dataset``)."""
         validate_id("user_id", user_id)
         validate_id("connection_id", connection_id)
-        if self._store.get_connection(user_id, connection_id) is None:
-            raise NotFoundError(f"connection {connection_id!r} not found")
+        existed = self._store.get_connection(user_id, connection_id) is not None
         self._store.delete_connection(user_id, connection_id)
-        self._store.delete_connection_datasets(user_id, connection_id)
+        # Also when the connection is already gone: finishes a delete that timed out half way.
+        removed = self._store.delete_connection_datasets(user_id, connection_id)
+        if not existed and removed == 0:
+            raise NotFoundError(f"connection {connection_id!r} not found")
 
 
 class ManualSyncService:

@@ -546,23 +546,33 @@ class DynamoStore:
                 raise LeaseLostError(f"lease on {key.describe()} was taken over") from exc
             raise
 
-    def delete_connection_datasets(self, user_id: str, connection_id: str) -> None:
+    def delete_connection_datasets(self, user_id: str, connection_id: str) -> int:
         """Every dataset the connection ever had (found through the index, not today's provider config)."""
         prefix = f"{connection_id}#"
+        removed = 0
         for item in DatasetItem.by_user.query(user_id, DatasetItem.dataset_key.startswith(prefix)):
             if isinstance(item, StateItem):
                 self.delete_dataset(DatasetKey(user_id, connection_id, item.data_type))
+                removed += 1
+        return removed
 
     def delete_dataset(self, key: DatasetKey) -> None:
-        """Remove state, records and run history of one dataset."""
-        keys = [item for item in DatasetItem.query(key.dataset_id, attributes_to_get=["pk", "sk"])]
+        """Remove records, run history and, last, the state item of one dataset.
+
+        The state item goes last so that a delete cut short (a Lambda timeout) can
+        still be found through the index and finished by calling it again.
+        """
+        items = list(DatasetItem.query(key.dataset_id, attributes_to_get=["pk", "sk"]))
         with DatasetItem.batch_write() as batch:
-            for item in keys:
-                batch.delete(item)
+            for item in items:
+                if item.sk != STATE_SORT_KEY:
+                    batch.delete(item)
         runs = list(RunItem.query(key.dataset_id, attributes_to_get=["dataset_id", "run_id"]))
         with RunItem.batch_write() as run_batch:
             for run in runs:
                 run_batch.delete(run)
+        with contextlib.suppress(DeleteError):
+            StateItem(key.dataset_id, STATE_SORT_KEY).delete()
 
     # --- records -------------------------------------------------------------
 
