@@ -35,7 +35,9 @@ _MAX_POLL_INTERVAL_SECONDS = 1.0
 
 def outcome_from_state(state: DatasetState) -> SyncOutcome:
     """What a joiner reports once the run it waited for has finished."""
-    if state.status is DatasetStatus.IDLE and state.last_successful_at is not None:
+    failed = state.status in (DatasetStatus.FAILED, DatasetStatus.NEEDS_REVIEW)
+    # RUNNING with a free lease is a later attempt that died; the run that finished before it stands.
+    if not failed and state.last_successful_at is not None:
         return SyncOutcome(OutcomeKind.SUCCEEDED, state.last_run_id, state.last_counts or SyncCounts(), joined=True)
     return SyncOutcome(
         OutcomeKind.FAILED, state.last_run_id, SyncCounts(), error=state.last_error or "the sync failed", joined=True
