@@ -151,32 +151,22 @@ def create_queue(endpoint: str, queue_name: str) -> str:
 def seed_demo_data() -> None:
     """Tables plus ``demo-user`` with a healthy ``demo`` connection and a ``demo-flaky`` one."""
     from chalicelib.config import settings_from_env
-    from chalicelib.domain import Connection, ConnectionStatus
-    from chalicelib.models import bind_models, create_tables
-    from chalicelib.store import DynamoStore
+    from chalicelib.container import build_container
+    from chalicelib.models import create_tables
 
-    bind_models(settings_from_env(os.environ))
+    container = build_container(settings_from_env(os.environ))
     create_tables()
-    store = DynamoStore()
-    now = time.time()
     demo_connections: dict[str, dict[str, Any]] = {
         "demo": {"latency_seconds": 1.5},
         # One page per sync, so each sync is a coin flip (the demo provider re-draws every minute).
         "demo-flaky": {"latency_seconds": 0.5, "failure_rate": 0.5, "page_size": 30},
     }
     for connection_id, connection_settings in demo_connections.items():
-        store.put_connection(
-            Connection(
-                user_id=DEMO_USER,
-                connection_id=connection_id,
-                provider="demo",
-                credentials={"token": "demo"},
-                settings=connection_settings,
-                status=ConnectionStatus.ACTIVE,
-                status_reason=None,
-                created_at=now,
-                updated_at=now,
-            )
+        # Through the same service as PUT /users/{u}/connections/{c}, so the demo data is created like real data.
+        container.connections.put(
+            DEMO_USER,
+            connection_id,
+            {"provider": "demo", "credentials": {"token": "demo"}, "settings": connection_settings},
         )
 
 
