@@ -12,17 +12,9 @@ from __future__ import annotations
 
 import os
 
-# Never reach real AWS, whatever the shell exports (mock_aws also fakes these).
-os.environ.update(
-    {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-)
-for _var in ("SMART_SYNC_DYNAMODB_HOST", "SMART_SYNC_SQS_ENDPOINT", "SMART_SYNC_QUEUE_URL"):
-    os.environ.pop(_var, None)
+from local.offline import use_in_process_aws
+
+use_in_process_aws()  # before boto3 is imported anywhere
 
 import json  # noqa: E402
 import math  # noqa: E402
