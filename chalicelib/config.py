@@ -123,6 +123,8 @@ def settings_from_env(environ: Mapping[str, str]) -> Settings:
     if region:
         values["region"] = region
     settings = Settings(**values)
+    if settings.join_poll_interval_seconds <= 0:
+        raise ConfigurationError("SMART_SYNC_JOIN_POLL_INTERVAL_SECONDS must be above 0")
     if settings.read_budget_seconds <= 0 or settings.read_budget_seconds >= 29:
         raise ConfigurationError("SMART_SYNC_READ_BUDGET_SECONDS must be between 0 and 29 (API Gateway's limit)")
     return settings

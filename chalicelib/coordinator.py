@@ -14,7 +14,6 @@ from chalicelib.domain import (
     Connection,
     DatasetKey,
     DatasetState,
-    DatasetStatus,
     RunStatus,
     SyncCounts,
     SyncRun,
@@ -35,9 +34,8 @@ _MAX_POLL_INTERVAL_SECONDS = 1.0
 
 def outcome_from_state(state: DatasetState) -> SyncOutcome:
     """What a joiner reports once the run it waited for has finished."""
-    failed = state.status in (DatasetStatus.FAILED, DatasetStatus.NEEDS_REVIEW)
-    # RUNNING with a free lease is a later attempt that died; the run that finished before it stands.
-    if not failed and state.last_successful_at is not None:
+    # Decided by the finished run's own status: a later attempt may have changed the dataset's status since.
+    if state.last_run_status is RunStatus.SUCCEEDED and state.last_successful_at is not None:
         return SyncOutcome(OutcomeKind.SUCCEEDED, state.last_run_id, state.last_counts or SyncCounts(), joined=True)
     return SyncOutcome(
         OutcomeKind.FAILED, state.last_run_id, SyncCounts(), error=state.last_error or "the sync failed", joined=True
@@ -193,6 +191,9 @@ class SyncCoordinator:
             )
         except JobNotClaimableError:
             self._store.mark_run(job.key, job.run_id, RunStatus.SUPERSEDED, only_if=RunStatus.QUEUED)
+            raise
+        except DatasetNotFoundError:
+            self._store.delete_run(job.key, job.run_id)
             raise
         return self._engine.execute(
             connection,

@@ -164,6 +164,7 @@ class DatasetState:
     next_sync_at: float | None = None
     record_count: int = 0
     last_run_id: str | None = None
+    last_run_status: RunStatus | None = None
     last_counts: SyncCounts | None = None
     checkpoint: Checkpoint | None = None
     watermark: str | None = None

@@ -8,7 +8,6 @@ caller's deadline passes, the rest of the sync is handed to a queued job.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -125,10 +124,10 @@ class SyncEngine:
             started_at=started,
             resumed=checkpoint.generation if checkpoint.generation != run_id else None,
         )
-        self._store.put_run(run, self.retention_seconds)
         counts = SyncCounts()
         logger.info("sync started: %s run=%s trigger=%s", key.describe(), run_id, trigger.value)
         try:
+            self._store.put_run(run, self.retention_seconds)
             while True:
                 if deadline is not None and counts.upstream_calls > 0 and self._clock.now() >= deadline:
                     return self._hand_off(run, counts, owner)
@@ -165,12 +164,7 @@ class SyncEngine:
                     raise ProviderError(f"pagination did not end after {checkpoint.pages_done} pages", retryable=False)
                 self._store.save_checkpoint(key, owner, self._clock.now(), self._settings.lease_ttl_seconds, checkpoint)
         except LeaseLostError as exc:
-            logger.warning("sync lost its lease: %s run=%s", key.describe(), run_id)
-            if self._store.get_state(key) is None:
-                self._store.delete_run(key, run_id)  # the dataset was deleted: leave no history behind
-            else:
-                self._finish_run(run, RunStatus.LEASE_LOST, counts, str(exc))
-            return SyncOutcome(OutcomeKind.LEASE_LOST, run_id, counts, error=str(exc))
+            return self._abandon(run, counts, str(exc))
         except ProviderError as exc:
             return self._fail(run, counts, owner, str(exc), auth_failure=isinstance(exc, ProviderAuthError))
         except Exception as exc:  # a bug must not leave the lease held until it expires
@@ -269,8 +263,10 @@ class SyncEngine:
 
     def _fail(self, run: SyncRun, counts: SyncCounts, owner: str, error: str, *, auth_failure: bool) -> SyncOutcome:
         logger.warning("sync failed: %s run=%s error=%s", run.key.describe(), run.run_id, error)
-        with contextlib.suppress(LeaseLostError):
+        try:
             self._store.finish_failure(run.key, owner, self._clock.now(), run_id=run.run_id, error=error)
+        except LeaseLostError as exc:
+            return self._abandon(run, counts, str(exc))
         self._finish_run(run, RunStatus.FAILED, counts, error)
         return SyncOutcome(OutcomeKind.FAILED, run.run_id, counts, error=error, auth_failure=auth_failure)
 
@@ -278,11 +274,11 @@ class SyncEngine:
         """The caller's budget ran out: pass the lease to a queued continuation job."""
         now = self._clock.now()
         job = Job(key=run.key, run_id=new_run_id(now), trigger=Trigger.BACKGROUND, created_at=now)
+        self._store.hand_off(run.key, owner, now, job.run_id)  # LeaseLostError: nothing queued, nothing recorded
         self._store.put_run(
             SyncRun(key=run.key, run_id=job.run_id, trigger=job.trigger, status=RunStatus.QUEUED, created_at=now),
             self.retention_seconds,
         )
-        self._store.hand_off(run.key, owner, now, job.run_id)
         self._finish_run(run, RunStatus.HANDED_OFF, counts, None)
         try:
             self._queue.send(job)
@@ -291,6 +287,16 @@ class SyncEngine:
             self._store.release_queue_claim(run.key, job.run_id)
             self._store.mark_run(run.key, job.run_id, RunStatus.FAILED, only_if=RunStatus.QUEUED)
         return SyncOutcome(OutcomeKind.HANDED_OFF, run.run_id, counts, continuation_run_id=job.run_id)
+
+    def _abandon(self, run: SyncRun, counts: SyncCounts, error: str) -> SyncOutcome:
+        """Our lease is gone. If the dataset was deleted, finish the deletion: a page we stored after
+        the DELETE read its keys would otherwise outlive it."""
+        logger.warning("sync lost its lease: %s run=%s", run.key.describe(), run.run_id)
+        if self._store.get_state(run.key) is None:
+            self._store.delete_dataset(run.key)
+        else:
+            self._finish_run(run, RunStatus.LEASE_LOST, counts, error)
+        return SyncOutcome(OutcomeKind.LEASE_LOST, run.run_id, counts, error=error)
 
     def _finish_run(self, run: SyncRun, status: RunStatus, counts: SyncCounts, error: str | None) -> None:
         finished = SyncRun(

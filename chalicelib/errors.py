@@ -51,6 +51,13 @@ class QueueUnavailableError(SmartSyncError):
     code = "queue_unavailable"
 
 
+class StoreBusyError(SmartSyncError):
+    """DynamoDB kept refusing a write because of concurrent writers."""
+
+    status = 503
+    code = "busy"
+
+
 class ConflictError(SmartSyncError):
     status = 409
     code = "conflict"

@@ -82,6 +82,7 @@ class StateItem(DatasetItem, discriminator="state"):
     next_sync_at = NumberAttribute(null=True)
     record_count = NumberAttribute(default=0)
     last_run_id = UnicodeAttribute(null=True)
+    last_run_status = UnicodeAttribute(null=True)
     last_counts_json = UnicodeAttribute(null=True)
     checkpoint_json = UnicodeAttribute(null=True)
     watermark = UnicodeAttribute(null=True)

@@ -22,6 +22,7 @@ from chalicelib.engine import OutcomeKind
 from chalicelib.errors import (
     ClaimNotWonError,
     ConnectionNotActiveError,
+    DatasetNotFoundError,
     JobNotClaimableError,
     NotFoundError,
     QueueUnavailableError,
@@ -89,7 +90,7 @@ class ConnectionService:
         now = self._clock.now()
         if existing is not None and (not same_provider or reset_data):
             # Another provider's (or account's) records do not belong to this connection any more.
-            self._store.delete_connection_datasets(user_id, connection_id)
+            self._store.delete_connection_datasets(user_id, connection_id, self._registry_data_types(existing.provider))
         connection = Connection(
             user_id=user_id,
             connection_id=connection_id,
@@ -109,6 +110,13 @@ class ConnectionService:
         body_out["data_types"] = self._policies.data_types(provider_name)
         return (200 if existing else 201), body_out
 
+    def _registry_data_types(self, provider: str) -> list[str]:
+        """The provider's data types, or none if it was removed from the providers file."""
+        try:
+            return self._policies.data_types(provider)
+        except ValidationError:
+            return []
+
     def list(self, user_id: str) -> dict[str, Any]:
         validate_id("user_id", user_id)
         return {"connections": [c.public() for c in self._store.list_connections(user_id)]}
@@ -117,10 +125,12 @@ class ConnectionService:
         """Connection first: from then on no sync can create or renew its datasets (see ``ensure_dataset``)."""
         validate_id("user_id", user_id)
         validate_id("connection_id", connection_id)
-        existed = self._store.get_connection(user_id, connection_id) is not None
+        existing = self._store.get_connection(user_id, connection_id)
+        existed = existing is not None
         self._store.delete_connection(user_id, connection_id)
         # Also when the connection is already gone: finishes a delete that timed out half way.
-        removed = self._store.delete_connection_datasets(user_id, connection_id)
+        data_types = self._registry_data_types(existing.provider) if existing is not None else []
+        removed = self._store.delete_connection_datasets(user_id, connection_id, data_types)
         if not existed and removed == 0:
             raise NotFoundError(f"connection {connection_id!r} not found")
 
@@ -341,4 +351,6 @@ class WorkerService:
             outcome = self._coordinator.run_job(job, connection, policy, deadline)
         except JobNotClaimableError:
             return "superseded"
+        except DatasetNotFoundError:
+            return "dataset_gone"
         return outcome.kind.value

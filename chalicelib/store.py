@@ -37,6 +37,7 @@ from chalicelib.errors import (
     DatasetNotFoundError,
     JobNotClaimableError,
     LeaseLostError,
+    StoreBusyError,
     SyncInProgressError,
     ValidationError,
 )
@@ -54,6 +55,7 @@ from chalicelib.models import (
 from chalicelib.providers.base import UpstreamRecord
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
+_ENSURE_ATTEMPTS = 3
 
 
 def content_hash(data: Any) -> str:
@@ -171,6 +173,7 @@ def _state_from_item(item: StateItem) -> DatasetState:
         next_sync_at=item.next_sync_at,
         record_count=int(item.record_count or 0),
         last_run_id=item.last_run_id,
+        last_run_status=RunStatus(item.last_run_status) if item.last_run_status else None,
         last_counts=counts,
         checkpoint=Checkpoint.from_json(item.checkpoint_json),
         watermark=item.watermark,
@@ -432,18 +435,24 @@ class DynamoStore:
             data_type=key.data_type,
             provider=provider,
         )
-        try:
-            with TransactWrite(connection=shared_connection()) as transaction:
-                transaction.condition_check(
-                    ConnectionItem, key.user_id, key.connection_id, condition=ConnectionItem.user_id.exists()
-                )
-                transaction.save(state, condition=StateItem.pk.does_not_exist())
-        except TransactWriteError as exc:
-            codes = [reason.code if reason is not None else None for reason in exc.cancellation_reasons or []]
-            if codes[:1] == ["ConditionalCheckFailed"]:
-                raise DatasetNotFoundError(f"connection {key.connection_id!r} not found") from exc
-            if codes[1:2] != ["ConditionalCheckFailed"]:  # anything but "the state item already exists"
-                raise
+        for _ in range(_ENSURE_ATTEMPTS):
+            try:
+                with TransactWrite(connection=shared_connection()) as transaction:
+                    transaction.condition_check(
+                        ConnectionItem, key.user_id, key.connection_id, condition=ConnectionItem.user_id.exists()
+                    )
+                    transaction.save(state, condition=StateItem.pk.does_not_exist())
+                return
+            except TransactWriteError as exc:
+                codes = [reason.code if reason is not None else None for reason in exc.cancellation_reasons or []]
+                if codes[:1] == ["ConditionalCheckFailed"]:
+                    raise DatasetNotFoundError(f"connection {key.connection_id!r} not found") from exc
+                if codes[1:2] == ["ConditionalCheckFailed"]:
+                    return  # the state item already exists
+                # A conflict with a concurrent writer (another reader creating it, or a PUT): look, then retry.
+                if self._get_state_item(key, consistent=True) is not None:
+                    return
+        raise StoreBusyError(f"could not create the state of {key.describe()}; try again")
 
     def renew_lease(self, key: DatasetKey, owner: str, now: float, ttl_seconds: float) -> None:
         """Fence: called right before a holder writes records, so a holder that lost the lease writes nothing."""
@@ -497,6 +506,7 @@ class DynamoStore:
             if record_count is not None
             else StateItem.record_count.add(record_count_delta),
             StateItem.last_run_id.set(run_id),
+            StateItem.last_run_status.set(RunStatus.SUCCEEDED.value),
             StateItem.last_counts_json.set(json.dumps(counts.as_dict())),
         ]
         actions.append(StateItem.watermark.set(watermark) if watermark else StateItem.watermark.remove())
@@ -521,6 +531,7 @@ class DynamoStore:
                 StateItem.last_error.set(error[:1000]),
                 StateItem.consecutive_failures.add(1),
                 StateItem.last_run_id.set(run_id),
+                StateItem.last_run_status.set(RunStatus.FAILED.value),
             ],
         )
 
@@ -546,14 +557,24 @@ class DynamoStore:
                 raise LeaseLostError(f"lease on {key.describe()} was taken over") from exc
             raise
 
-    def delete_connection_datasets(self, user_id: str, connection_id: str) -> int:
-        """Every dataset the connection ever had (found through the index, not today's provider config)."""
+    def delete_connection_datasets(self, user_id: str, connection_id: str, data_types: Iterable[str]) -> int:
+        """Every dataset the connection has or ever had; returns how many state items were found.
+
+        ``data_types`` (the provider's) are deleted by key, since the index lags writes;
+        the index finds data types the provider config no longer lists.
+        """
         prefix = f"{connection_id}#"
+        indexed = {
+            item.data_type
+            for item in DatasetItem.by_user.query(user_id, DatasetItem.dataset_key.startswith(prefix))
+            if isinstance(item, StateItem)
+        }
         removed = 0
-        for item in DatasetItem.by_user.query(user_id, DatasetItem.dataset_key.startswith(prefix)):
-            if isinstance(item, StateItem):
-                self.delete_dataset(DatasetKey(user_id, connection_id, item.data_type))
+        for data_type in sorted(indexed | set(data_types)):
+            key = DatasetKey(user_id, connection_id, data_type)
+            if self._get_state_item(key, consistent=True) is not None or data_type in indexed:
                 removed += 1
+            self.delete_dataset(key)
         return removed
 
     def delete_dataset(self, key: DatasetKey) -> None:

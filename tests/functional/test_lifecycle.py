@@ -124,3 +124,44 @@ def test_sync_status_shows_an_interrupted_sync(make_harness: Any) -> None:
     status = json.loads(harness.read("/users/u1/sync-status").body)["connections"][0]["datasets"]
     # Then the status says so instead of "running" forever
     assert status["recovery"]["sync_status"] == "interrupted"
+
+
+def test_a_job_for_a_deleted_connection_is_acknowledged_and_leaves_nothing(make_harness: Any) -> None:
+    # Given a queued job whose connection is then deleted
+    harness = make_harness()
+    harness.put_connection(settings={"records": 3})
+    harness.client.http.post(
+        "/users/u1/connections/c1/sync", headers=harness.headers(), body=json.dumps({"data_type": "sleep"})
+    )
+    jobs = harness.queued_bodies()
+    assert harness.client.http.delete("/users/u1/connections/c1", headers=harness.headers()).status_code == 204
+    # When the worker receives it
+    result = harness.deliver(jobs)
+    # Then it is not retried, and no trace of the dataset remains
+    assert result.payload == {"batchItemFailures": []}
+    assert dataset_items(harness) == []
+
+
+def test_a_page_stored_just_after_a_delete_is_purged_by_the_sync_itself(
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a DELETE that lands between the holder's lease renewal and its page write
+    harness = make_harness()
+    harness.put_connection(settings={"records": 30, "page_size": 10})
+    store = harness.container.store
+    original_write = store.write_records
+    deleted: list[int] = []
+
+    def delete_then_write(*args: Any, **kwargs: Any) -> None:
+        if not deleted:
+            response = harness.client.http.delete("/users/u1/connections/c1", headers=harness.headers())
+            deleted.append(response.status_code)
+        original_write(*args, **kwargs)
+
+    monkeypatch.setattr(store, "write_records", delete_then_write)
+    # When the sync writes that page and then finds its lease gone
+    answer = harness.read("/users/u1/connections/c1/data/recovery")
+    # Then the sync finished the deletion itself: nothing of the dataset survives
+    assert deleted == [204]
+    assert answer.status_code == 404
+    assert dataset_items(harness) == []
