@@ -123,15 +123,17 @@ class RunItem(Model):
 
 
 class LimitItem(Model):
-    """Small shared counters: per-user manual-refresh windows (and, later, provider buckets)."""
+    """Token buckets shared by every Lambda: per-user manual refreshes (and, later, provider limits)."""
 
     class Meta:
         table_name = "smart-sync-limits"
         region = "us-east-1"
 
     pk = UnicodeAttribute(hash_key=True)
-    window_start = NumberAttribute(null=True)
-    used = NumberAttribute(null=True)
+    tokens = NumberAttribute(null=True)
+    updated_at = NumberAttribute(null=True)
+    version = NumberAttribute(null=True)
+    """Bumped by every write: the optimistic-concurrency guard (timestamps can repeat)."""
 
 
 ALL_MODELS: tuple[type[Model], ...] = (ConnectionItem, DatasetItem, StateItem, RecordItem, RunItem, LimitItem)

@@ -24,6 +24,7 @@ from chalicelib.errors import (
     RateLimitedError,
     ValidationError,
 )
+from chalicelib.limits import Bucket
 from chalicelib.policy import (
     DatasetSnapshot,
     Freshness,
@@ -85,7 +86,8 @@ def snapshot_of(state: DatasetState) -> DatasetSnapshot:
 
 def enforce_manual_refresh_limit(store: DynamoStore, user_id: str, now: float, settings: Settings) -> None:
     """Count one forced sync against the user's window; 429 with Retry-After when over."""
-    wait = store.take_manual_refresh(user_id, now, settings.force_refresh_limit, settings.force_refresh_window_seconds)
+    bucket = Bucket.per_window(settings.force_refresh_limit, settings.force_refresh_window_seconds)
+    wait = store.take_token(f"force#{user_id}", bucket, now)
     if wait is not None:
         raise RateLimitedError(
             f"at most {settings.force_refresh_limit} forced refreshes per {settings.force_refresh_window_seconds}s",

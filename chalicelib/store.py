@@ -41,6 +41,7 @@ from chalicelib.errors import (
     SyncInProgressError,
     ValidationError,
 )
+from chalicelib.limits import Bucket, take
 from chalicelib.models import (
     RECORD_SORT_PREFIX,
     STATE_SORT_KEY,
@@ -56,6 +57,7 @@ from chalicelib.providers.base import UpstreamRecord
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 _ENSURE_ATTEMPTS = 3
+_TOKEN_ATTEMPTS = 5
 
 
 def content_hash(data: Any) -> str:
@@ -718,29 +720,39 @@ class DynamoStore:
 
     # --- manual refresh throttle ---------------------------------------------
 
-    def take_manual_refresh(self, user_id: str, now: float, limit: int, window_seconds: int) -> float | None:
-        """Count one forced refresh in the user's fixed window; return seconds to wait when over."""
-        window = now - (now % window_seconds)
-        handle = LimitItem(f"force#{user_id}")
-        try:
-            handle.update(
-                actions=[LimitItem.used.add(1)],
-                condition=(LimitItem.window_start == window) & (LimitItem.used < limit),
-            )
-            return None
-        except UpdateError as exc:
-            if not _condition_failed(exc):
-                raise
-        try:
-            handle.update(
-                actions=[LimitItem.window_start.set(window), LimitItem.used.set(1)],
-                condition=LimitItem.window_start.does_not_exist() | (LimitItem.window_start < window),
-            )
-            return None
-        except UpdateError as exc:
-            if not _condition_failed(exc):
-                raise
-        return max(1.0, window + window_seconds - now)
+    def take_token(self, bucket_key: str, bucket: Bucket, now: float) -> float | None:
+        """Take one token from a shared bucket; ``None`` when granted, else seconds until one is free.
+
+        Optimistic concurrency: the write is conditioned on the ``version`` that was read,
+        so two Lambdas cannot both spend the same token; the loser re-reads and retries.
+        """
+        handle = LimitItem(bucket_key)
+        for _ in range(_TOKEN_ATTEMPTS):
+            tokens: float | None = None
+            updated_at: float | None = None
+            version: int | None = None
+            with contextlib.suppress(LimitItem.DoesNotExist):
+                current = LimitItem.get(bucket_key, consistent_read=True)
+                tokens, updated_at = current.tokens, current.updated_at
+                version = None if current.version is None else int(current.version)
+            result = take(bucket, tokens, updated_at, now)
+            if not result.granted:
+                return result.retry_after_seconds
+            unchanged = LimitItem.version.does_not_exist() if version is None else LimitItem.version == version
+            try:
+                handle.update(
+                    actions=[
+                        LimitItem.tokens.set(result.tokens_after),
+                        LimitItem.updated_at.set(now),
+                        LimitItem.version.set((version or 0) + 1),
+                    ],
+                    condition=unchanged,
+                )
+                return None
+            except UpdateError as exc:
+                if not _condition_failed(exc):
+                    raise
+        raise StoreBusyError("too many concurrent requests for the same limit; try again")
 
 
 __all__ = ["DatasetPage", "DynamoStore", "content_hash"]

@@ -11,7 +11,8 @@ import pytest
 
 from chalicelib.clock import SystemClock
 from chalicelib.domain import DatasetKey
-from chalicelib.errors import SyncInProgressError
+from chalicelib.errors import StoreBusyError, SyncInProgressError
+from chalicelib.limits import Bucket
 from chalicelib.models import STATE_SORT_KEY, StateItem
 from chalicelib.providers.base import FetchRequest, ProviderError
 from tests.functional.conftest import counting_demo
@@ -132,3 +133,29 @@ def test_deletions_apply_only_after_a_complete_full_pass(make_harness: Any) -> N
     assert answer.body["metadata"]["sync"]["deleted"] == 10
     assert answer.body["metadata"]["record_count"] == 20
     assert len(answer.body["data"]) == 20
+
+
+def test_a_shared_bucket_never_grants_more_than_its_capacity_across_threads(make_harness: Any) -> None:
+    # Given a bucket of 5 and a clock that does not move (no refill)
+    harness = make_harness()
+    bucket = Bucket.per_window(5, 3600)
+    start = threading.Barrier(8)
+
+    def take_until_refused(_: int) -> int:
+        start.wait()
+        granted = 0
+        for _attempt in range(50):
+            try:
+                wait = harness.container.store.take_token("test#bucket", bucket, harness.clock.now())
+            except StoreBusyError:  # lost too many races in a row: a refusal to retry, never a grant
+                continue
+            if wait is not None:
+                return granted
+            granted += 1
+        return granted
+
+    # When 8 threads take tokens at once until each is refused
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        grants = sum(pool.map(take_until_refused, range(8)))
+    # Then exactly the 5 tokens were granted
+    assert grants == 5
