@@ -212,7 +212,7 @@ class SyncRun:
             "connection_id": self.key.connection_id,
             "data_type": self.key.data_type,
             "trigger": self.trigger.value,
-            "status": self.status.value,
+            "status": self.status.value.lower(),
             "created_at": to_iso(self.created_at),
             "started_at": to_iso(self.started_at),
             "ended_at": to_iso(self.ended_at),

@@ -352,9 +352,10 @@ class _Answer:
         )
 
     def connection_inactive(self, connection: Connection) -> ApiResponse:
-        reason = connection.status_reason or "no reason recorded"
-        why = f"connection is {connection.status.value}: {reason}"
+        why = f"connection is {connection.status.value.lower().replace('_', ' ')}"
+        if connection.status_reason:
+            why += f": {connection.status_reason}"
         if not self.has_cache:
-            raise ConnectionNotActiveError(f"nothing cached and the {why}")
+            raise ConnectionNotActiveError(f"Nothing is cached yet and the {why}, so it is not synced")
         message = f"Using data from {humanize_age(self.age)}; not refreshing because the {why}"
         return ApiResponse(200, self._body("success_with_warning", "stale_cache", message, cached=True, warning=why))

@@ -172,8 +172,9 @@ class ManualSyncService:
         else:
             raise ValidationError("data_type must be a string")
         if connection.status is not ConnectionStatus.ACTIVE:
+            reason = f": {connection.status_reason}" if connection.status_reason else ""
             raise ConnectionNotActiveError(
-                f"connection is {connection.status.value}: {connection.status_reason or 'no reason recorded'}"
+                f"the connection is {connection.status.value.lower().replace('_', ' ')}{reason}; it is not synced"
             )
         now = self._clock.now()
         enforce_manual_refresh_limit(self._store, user_id, now, self._settings)

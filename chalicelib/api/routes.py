@@ -12,6 +12,8 @@ from chalicelib.container import Container
 api = Blueprint(__name__)
 
 _CONNECTION = "/users/{user_id}/connections/{connection_id}"
+# Bodies are parsed as JSON whatever they are labelled (``curl -d`` says form-urlencoded).
+_BODY_TYPES = ["application/json", "text/plain", "application/x-www-form-urlencoded"]
 
 
 def _query(request: Request) -> dict[str, str]:
@@ -24,7 +26,7 @@ def health(container: Container, request: Request) -> dict[str, Any]:
     return {"status": "ok"}
 
 
-@api.route(_CONNECTION, methods=["PUT"])
+@api.route(_CONNECTION, methods=["PUT"], content_types=_BODY_TYPES)
 @endpoint(api)
 def put_connection(container: Container, request: Request, user_id: str, connection_id: str) -> Response:
     status, body = container.connections.put(user_id, connection_id, json_body(request))
@@ -50,7 +52,7 @@ def read_data(container: Container, request: Request, user_id: str, connection_i
     return container.reader.read(user_id, connection_id, data_type, _query(request))
 
 
-@api.route(_CONNECTION + "/sync", methods=["POST"])
+@api.route(_CONNECTION + "/sync", methods=["POST"], content_types=_BODY_TYPES)
 @endpoint(api)
 def force_sync(container: Container, request: Request, user_id: str, connection_id: str) -> Any:
     return container.manual_sync.sync(user_id, connection_id, json_body(request))

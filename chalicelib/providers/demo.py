@@ -38,6 +38,9 @@ _FIELDS: dict[str, tuple[tuple[str, int, int], ...]] = {
 }
 
 
+_SETTINGS = frozenset({"latency_seconds", "failure_rate", "invalid_credentials", "records", "page_size"})
+
+
 def _unit(*parts: object) -> float:
     digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
@@ -62,6 +65,13 @@ class DemoProvider:
         return self._types
 
     def validate_connection(self, credentials: Mapping[str, Any], settings: Mapping[str, Any]) -> None:
+        unknown = sorted(set(settings) - _SETTINGS)
+        if unknown:
+            raise ValidationError(
+                f"unknown demo setting(s) {', '.join(unknown)} (known: {', '.join(sorted(_SETTINGS))})"
+            )
+        if not isinstance(settings.get("invalid_credentials", False), bool):
+            raise ValidationError("demo setting invalid_credentials must be true or false")
         _number(settings, "latency_seconds", 0, 0, 60)
         _number(settings, "failure_rate", 0, 0, 1)
         _number(settings, "records", 30, 0, 5000)

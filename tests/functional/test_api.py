@@ -186,7 +186,7 @@ def test_manual_sync_queues_one_job_per_data_type(harness: Harness) -> None:
     assert all(d["records_synced"] == 5 for d in datasets.values())
     runs = body(harness.read("/users/u1/connections/c1/runs"))["runs"]
     assert {r["trigger"] for r in runs} == {"force"}
-    assert {r["status"] for r in runs} == {"SUCCEEDED"}
+    assert {r["status"] for r in runs} == {"succeeded"}
 
 
 def test_manual_sync_with_wait_returns_results(harness: Harness) -> None:
@@ -313,3 +313,19 @@ def test_hostile_bodies_are_a_400(harness: Harness, payload: str) -> None:
     response = harness.client.http.put("/users/u1/connections/c1", headers=harness.headers(), body=payload)
     assert response.status_code == 400
     assert body(response)["error"]["code"] == "bad_request"
+
+
+def test_curl_dash_d_bodies_work(harness: Harness) -> None:
+    # Given the Content-Type plain `curl -d` sends
+    headers = {**harness.headers(), "Content-Type": "application/x-www-form-urlencoded"}
+    body_text = json.dumps({"provider": "demo", "settings": {"records": 2}})
+    # When a connection is created that way
+    response = harness.client.http.put("/users/u1/connections/c9", headers=headers, body=body_text)
+    # Then it is read as JSON
+    assert response.status_code == 201, response.body
+
+
+def test_a_misspelt_demo_setting_is_rejected(harness: Harness) -> None:
+    response = harness.put_connection(settings={"latency": 2})
+    assert response.status_code == 400
+    assert "latency" in body(response)["error"]["message"]

@@ -56,8 +56,8 @@ def test_a_holder_that_lost_its_lease_writes_nothing(make_harness: Any) -> None:
     assert a.body["metadata"]["record_count"] == 30
     assert len(a.body["data"]) == 30
     runs = json.loads(harness.read("/users/u1/connections/c1/runs?data_type=recovery").body)["runs"]
-    assert sorted(r["status"] for r in runs) == ["LEASE_LOST", "SUCCEEDED"]
-    lost = next(r for r in runs if r["status"] == "LEASE_LOST")
+    assert sorted(r["status"] for r in runs) == ["lease_lost", "succeeded"]
+    lost = next(r for r in runs if r["status"] == "lease_lost")
     assert lost["inserted"] == 10  # its first page only: the second was fenced off
 
 

@@ -115,7 +115,7 @@ def test_redelivered_job_does_not_sync_twice(make_harness: Any) -> None:
     assert provider.calls == calls_after_first
     runs = body(harness.read("/users/u1/connections/c1/runs?data_type=recovery"))["runs"]
     assert [r["trigger"] for r in runs] == ["background", "read"]
-    assert [r["status"] for r in runs] == ["SUCCEEDED", "SUCCEEDED"]
+    assert [r["status"] for r in runs] == ["succeeded", "succeeded"]
 
 
 def test_expired_read_waits_for_a_new_sync(make_harness: Any) -> None:
