@@ -135,16 +135,14 @@ def decode_next_token(token: str) -> str:
     except (ValueError, KeyError, TypeError) as exc:
         raise ValidationError("next_token is not valid") from exc
     # DynamoDB sort keys are at most 1024 bytes; a forged token must be a 400, not a 500.
-    if (
-        not isinstance(value, str)
-        or not value.startswith(RECORD_SORT_PREFIX)
-        or len(value.encode("utf-8", "replace")) > 1024
-    ):
+    if not isinstance(value, str) or not value.startswith(RECORD_SORT_PREFIX):
         raise ValidationError("next_token is not valid")
     try:
-        value.encode("utf-8")
+        encoded = value.encode("utf-8")
     except UnicodeEncodeError:
         raise ValidationError("next_token is not valid") from None
+    if len(encoded) > 1024:
+        raise ValidationError("next_token is not valid")
     return value
 
 
@@ -371,9 +369,7 @@ class DynamoStore:
         except UpdateError as exc:
             if not _condition_failed(exc):
                 raise
-            current = self.get_state(key)
-            if current is None:
-                raise DatasetNotFoundError(f"dataset {key.describe()} was deleted") from exc
+            current = self._existing_state(key, exc)
             if job_id is not None and current.queued_job_id != job_id:
                 raise JobNotClaimableError(f"job {job_id} is no longer queued for {key.describe()}") from exc
             raise SyncInProgressError() from exc
@@ -406,9 +402,15 @@ class DynamoStore:
         except UpdateError as exc:
             if not _condition_failed(exc):
                 raise
-            if self.get_state(key) is None:
-                raise DatasetNotFoundError(f"dataset {key.describe()} was deleted") from exc
+            self._existing_state(key, exc)
             raise ClaimNotWonError() from exc
+
+    def _existing_state(self, key: DatasetKey, failed: Exception) -> DatasetState:
+        """After a failed condition: the state as it is now, or ``DatasetNotFoundError`` if it was deleted."""
+        current = self.get_state(key)
+        if current is None:
+            raise DatasetNotFoundError(f"dataset {key.describe()} was deleted") from failed
+        return current
 
     def release_queue_claim(self, key: DatasetKey, job_id: str) -> None:
         """Undo a claim whose message could not be sent, so the next reader may try again."""
@@ -458,27 +460,17 @@ class DynamoStore:
 
     def renew_lease(self, key: DatasetKey, owner: str, now: float, ttl_seconds: float) -> None:
         """Fence: called right before a holder writes records, so a holder that lost the lease writes nothing."""
-        self._renew(key, owner, [StateItem.lease_expires_at.set(now + ttl_seconds)])
+        self._update_as_owner(key, owner, [StateItem.lease_expires_at.set(now + ttl_seconds)])
 
     def save_checkpoint(
         self, key: DatasetKey, owner: str, now: float, ttl_seconds: float, checkpoint: Checkpoint
     ) -> None:
         """Record progress and renew the lease in one write; only the owner may."""
-        self._renew(
+        self._update_as_owner(
             key,
             owner,
             [StateItem.checkpoint_json.set(checkpoint.to_json()), StateItem.lease_expires_at.set(now + ttl_seconds)],
         )
-
-    def _renew(self, key: DatasetKey, owner: str, actions: list[Any]) -> None:
-        try:
-            _state_handle(key).update(actions=actions, condition=_lease_owned_by(owner))
-        except UpdateError as exc:
-            if _condition_failed(exc):
-                raise LeaseLostError(
-                    f"lease on {key.describe()} was lost (expired and taken over, or deleted)"
-                ) from exc
-            raise
 
     def finish_success(
         self,
@@ -517,11 +509,11 @@ class DynamoStore:
         actions.append(
             StateItem.next_sync_at.set(next_sync_at) if next_sync_at is not None else StateItem.next_sync_at.remove()
         )
-        self._release(key, owner, actions)
+        self._update_as_owner(key, owner, actions)
 
     def finish_failure(self, key: DatasetKey, owner: str, now: float, *, run_id: str, error: str) -> None:
         """Keep the checkpoint: the next attempt resumes where this one stopped."""
-        self._release(
+        self._update_as_owner(
             key,
             owner,
             [
@@ -539,7 +531,7 @@ class DynamoStore:
 
     def hand_off(self, key: DatasetKey, owner: str, now: float, job_id: str) -> None:
         """Turn our lease into a queued job atomically, so nobody else starts in between."""
-        self._release(
+        self._update_as_owner(
             key,
             owner,
             [
@@ -551,16 +543,19 @@ class DynamoStore:
             ],
         )
 
-    def _release(self, key: DatasetKey, owner: str, actions: list[Any]) -> None:
+    def _update_as_owner(self, key: DatasetKey, owner: str, actions: list[Any]) -> None:
+        """Every write a lease holder makes (renew, checkpoint, release) goes through here."""
         try:
             _state_handle(key).update(actions=actions, condition=_lease_owned_by(owner))
         except UpdateError as exc:
             if _condition_failed(exc):
-                raise LeaseLostError(f"lease on {key.describe()} was taken over") from exc
+                raise LeaseLostError(
+                    f"lost the lease on {key.describe()} (taken over, or the dataset was deleted)"
+                ) from exc
             raise
 
     def delete_connection_datasets(self, user_id: str, connection_id: str, data_types: Iterable[str]) -> int:
-        """Every dataset the connection has or ever had; returns how many state items were found.
+        """Every dataset the connection has or ever had; returns how many had anything stored.
 
         ``data_types`` (the provider's) are deleted by key, since the index lags writes;
         the index finds data types the provider config no longer lists.
@@ -571,16 +566,13 @@ class DynamoStore:
             for item in DatasetItem.by_user.query(user_id, DatasetItem.dataset_key.startswith(prefix))
             if isinstance(item, StateItem)
         }
-        removed = 0
-        for data_type in sorted(indexed | set(data_types)):
-            key = DatasetKey(user_id, connection_id, data_type)
-            if self._get_state_item(key, consistent=True) is not None or data_type in indexed:
-                removed += 1
-            self.delete_dataset(key)
-        return removed
+        return sum(
+            self.delete_dataset(DatasetKey(user_id, connection_id, data_type))
+            for data_type in sorted(indexed | set(data_types))
+        )
 
-    def delete_dataset(self, key: DatasetKey) -> None:
-        """Remove records, run history and, last, the state item of one dataset.
+    def delete_dataset(self, key: DatasetKey) -> bool:
+        """Remove records, run history and, last, the state item of one dataset; ``True`` if it had any.
 
         The state item goes last so that a delete cut short (a Lambda timeout) can
         still be found through the index and finished by calling it again.
@@ -596,6 +588,7 @@ class DynamoStore:
                 run_batch.delete(run)
         with contextlib.suppress(DeleteError):
             StateItem(key.dataset_id, STATE_SORT_KEY).delete()
+        return bool(items or runs)
 
     # --- records -------------------------------------------------------------
 
