@@ -6,7 +6,10 @@ Lambdas asking at once produce one sync (PRODUCT.md invariants 1 and 2).
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
+from typing import TypeVar
 
 from chalicelib.clock import Clock
 from chalicelib.config import Settings
@@ -16,7 +19,6 @@ from chalicelib.domain import (
     DatasetState,
     RunStatus,
     SyncCounts,
-    SyncRun,
     Trigger,
 )
 from chalicelib.engine import OutcomeKind, SyncEngine, SyncOutcome, new_owner, new_run_id
@@ -26,6 +28,7 @@ from chalicelib.policy import SyncPolicy, lease_is_held
 from chalicelib.store import DynamoStore
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # A waiter with less time than this left answers "still running" instead of taking a sync over.
 _MIN_TAKEOVER_SECONDS = 1.0
@@ -69,13 +72,13 @@ class SyncCoordinator:
         """
         key = seen.key
         expected_last_run = seen.last_run_id
-        created = False
         attempts_without_progress = 0
         while True:
             now = self._clock.now()
             owner = new_owner(trigger.value)
             try:
-                state = self._store.acquire_lease(
+                acquire = functools.partial(
+                    self._store.acquire_lease,
                     key,
                     connection.provider,
                     owner,
@@ -83,12 +86,7 @@ class SyncCoordinator:
                     self._settings.lease_ttl_seconds,
                     expected_last_run_id=expected_last_run,
                 )
-            except DatasetNotFoundError:
-                if created:
-                    raise
-                self._store.ensure_dataset(key, connection.provider)  # 404 if the connection is gone
-                created = True
-                continue
+                state = self._ensuring_dataset(key, connection.provider, acquire)
             except SyncInProgressError:
                 current = self._wait_for_running_sync(key, expected_last_run, deadline)
                 if current is None:
@@ -151,9 +149,10 @@ class SyncCoordinator:
         """
         now = self._clock.now()
         job = Job(key=key, run_id=new_run_id(now), trigger=trigger, created_at=now)
-
-        def claim() -> None:
-            self._store.claim_queue(
+        self._ensuring_dataset(
+            key,
+            provider,
+            lambda: self._store.claim_queue(
                 key,
                 provider,
                 job.run_id,
@@ -161,25 +160,19 @@ class SyncCoordinator:
                 cooldown_seconds=policy.cooldown_seconds,
                 claim_ttl_seconds=self._settings.queue_claim_ttl_seconds,
                 require_past_cooldown=respect_cooldown,
-            )
-
-        try:
-            claim()
-        except DatasetNotFoundError:
-            self._store.ensure_dataset(key, provider)  # first sync of this dataset; 404 if the connection is gone
-            claim()
-        self._store.put_run(
-            SyncRun(key=key, run_id=job.run_id, trigger=trigger, status=RunStatus.QUEUED, created_at=now),
-            self._engine.retention_seconds,
+            ),
         )
-        try:
-            self._queue.send(job)
-        except Exception:
-            logger.exception("could not queue background sync of %s", key.describe())
-            self._store.release_queue_claim(key, job.run_id)
-            self._store.mark_run(key, job.run_id, RunStatus.FAILED, only_if=RunStatus.QUEUED)
-            raise QueueUnavailableError("the background sync could not be queued") from None
+        if not self._engine.queue_claimed_job(job):
+            raise QueueUnavailableError("the background sync could not be queued")
         return job.run_id
+
+    def _ensuring_dataset(self, key: DatasetKey, provider: str, attempt: Callable[[], T]) -> T:
+        """Run a lease or claim write; on a dataset's first use, create its state (404 if the connection is gone)."""
+        try:
+            return attempt()
+        except DatasetNotFoundError:
+            self._store.ensure_dataset(key, provider)
+            return attempt()
 
     def run_job(self, job: Job, connection: Connection, policy: SyncPolicy, deadline: float | None) -> SyncOutcome:
         """Worker side. Raises ``SyncInProgressError`` when the job must be retried later."""

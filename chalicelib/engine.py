@@ -275,18 +275,26 @@ class SyncEngine:
         now = self._clock.now()
         job = Job(key=run.key, run_id=new_run_id(now), trigger=Trigger.BACKGROUND, created_at=now)
         self._store.hand_off(run.key, owner, now, job.run_id)  # LeaseLostError: nothing queued, nothing recorded
+        self.queue_claimed_job(job)
+        self._finish_run(run, RunStatus.HANDED_OFF, counts, None)
+        return SyncOutcome(OutcomeKind.HANDED_OFF, run.run_id, counts, continuation_run_id=job.run_id)
+
+    def queue_claimed_job(self, job: Job) -> bool:
+        """Record and send a job whose claim the caller already holds; undo the claim if SQS refuses it."""
         self._store.put_run(
-            SyncRun(key=run.key, run_id=job.run_id, trigger=job.trigger, status=RunStatus.QUEUED, created_at=now),
+            SyncRun(
+                key=job.key, run_id=job.run_id, trigger=job.trigger, status=RunStatus.QUEUED, created_at=job.created_at
+            ),
             self.retention_seconds,
         )
-        self._finish_run(run, RunStatus.HANDED_OFF, counts, None)
         try:
             self._queue.send(job)
         except Exception:
-            logger.exception("could not queue continuation job of %s", run.key.describe())
-            self._store.release_queue_claim(run.key, job.run_id)
-            self._store.mark_run(run.key, job.run_id, RunStatus.FAILED, only_if=RunStatus.QUEUED)
-        return SyncOutcome(OutcomeKind.HANDED_OFF, run.run_id, counts, continuation_run_id=job.run_id)
+            logger.exception("could not queue a sync of %s", job.key.describe())
+            self._store.release_queue_claim(job.key, job.run_id)
+            self._store.mark_run(job.key, job.run_id, RunStatus.FAILED, only_if=RunStatus.QUEUED)
+            return False
+        return True
 
     def _abandon(self, run: SyncRun, counts: SyncCounts, error: str) -> SyncOutcome:
         """Our lease is gone. If the dataset was deleted, finish the deletion: a page we stored after
