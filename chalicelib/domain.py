@@ -99,6 +99,11 @@ class Connection:
             "updated_at": to_iso(self.updated_at),
         }
 
+    def inactive_reason(self) -> str:
+        """Why it is not synced, in words: "paused", or "needs review: <reason>"."""
+        why = self.status.value.lower().replace("_", " ")
+        return f"{why}: {self.status_reason}" if self.status_reason else why
+
     def __repr__(self) -> str:  # credentials must never reach a log line
         return f"Connection({self.user_id}/{self.connection_id}, provider={self.provider}, status={self.status})"
 

@@ -352,9 +352,7 @@ class _Answer:
         )
 
     def connection_inactive(self, connection: Connection) -> ApiResponse:
-        why = f"connection is {connection.status.value.lower().replace('_', ' ')}"
-        if connection.status_reason:
-            why += f": {connection.status_reason}"
+        why = f"connection is {connection.inactive_reason()}"
         if not self.has_cache:
             raise ConnectionNotActiveError(f"Nothing is cached yet and the {why}, so it is not synced")
         message = f"Using data from {humanize_age(self.age)}; not refreshing because the {why}"

@@ -15,6 +15,7 @@ from chalicelib.domain import (
     ConnectionStatus,
     DatasetKey,
     DatasetState,
+    DatasetStatus,
     Trigger,
     validate_id,
 )
@@ -103,11 +104,12 @@ class ConnectionService:
             updated_at=now,
         )
         self._store.put_connection(connection)
-        for data_type in self._policies.data_types(provider_name):
+        data_types = self._policies.data_types(provider_name)
+        for data_type in data_types:
             # Created up front so reads never race to create them (reads still create lazily if needed).
             self._store.ensure_dataset(DatasetKey(user_id, connection_id, data_type), provider_name)
         body_out = connection.public()
-        body_out["data_types"] = self._policies.data_types(provider_name)
+        body_out["data_types"] = data_types
         return (200 if existing else 201), body_out
 
     def _registry_data_types(self, provider: str) -> list[str]:
@@ -172,10 +174,7 @@ class ManualSyncService:
         else:
             raise ValidationError("data_type must be a string")
         if connection.status is not ConnectionStatus.ACTIVE:
-            reason = f": {connection.status_reason}" if connection.status_reason else ""
-            raise ConnectionNotActiveError(
-                f"the connection is {connection.status.value.lower().replace('_', ' ')}{reason}; it is not synced"
-            )
+            raise ConnectionNotActiveError(f"the connection is {connection.inactive_reason()}; it is not synced")
         now = self._clock.now()
         enforce_manual_refresh_limit(self._store, user_id, now, self._settings)
         if wait:
@@ -275,11 +274,16 @@ class StatusService:
         )
         needs_sync = age is None or age >= policy.cooldown_seconds
         next_in = 0 if age is None else max(0, int(policy.cooldown_seconds - age))
-        status = "running" if running else ("queued" if queued else state.status.value.lower())
-        if status == "running" and not running:
+        if running:
+            status = "running"
+        elif queued:
+            status = "queued"
+        elif state.status is DatasetStatus.RUNNING:
             status = "interrupted"  # the holder died; the next caller resumes from its checkpoint
-        if status == "idle" and last is None:
+        elif state.status is DatasetStatus.IDLE and last is None:
             status = "never_synced"
+        else:
+            status = state.status.value.lower()
         return {
             "last_sync_at": to_iso(last),
             "last_attempted_at": to_iso(state.last_attempted_at),
