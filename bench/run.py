@@ -43,8 +43,8 @@ from chalicelib.container import Container, build_container, set_container  # no
 from chalicelib.domain import DatasetKey  # noqa: E402
 from chalicelib.models import STATE_SORT_KEY, create_tables  # noqa: E402
 from chalicelib.providers import ProviderRegistry  # noqa: E402
-from chalicelib.providers.base import DataTypeSpec, FetchRequest, Page  # noqa: E402
 from chalicelib.providers.demo import DemoProvider  # noqa: E402
+from local.counting_provider import CountingProvider  # noqa: E402
 from local.moto_atomic import make_moto_dynamodb_atomic  # noqa: E402
 
 BENCH_SECRET = "bench-secret-that-is-long-enough-for-hs256"
@@ -109,34 +109,6 @@ COUNTER = DynamoCallCounter()
 # --- a provider that counts upstream fetches ----------------------------------------------------------
 
 
-class CountingProvider:
-    """Wraps a provider; counts ``fetch_page`` calls and adds real (wall-clock) latency."""
-
-    def __init__(self, inner: DemoProvider, delay_seconds: float = 0.0) -> None:
-        self.name = inner.name
-        self._inner = inner
-        self._delay = delay_seconds
-        self._lock = threading.Lock()
-        self.fetches = 0
-
-    def data_types(self) -> Mapping[str, DataTypeSpec]:
-        return self._inner.data_types()
-
-    def validate_connection(self, credentials: Mapping[str, Any], settings: Mapping[str, Any]) -> None:
-        self._inner.validate_connection(credentials, settings)
-
-    def fetch_page(self, request: FetchRequest) -> Page:
-        with self._lock:
-            self.fetches += 1
-        if self._delay:
-            time.sleep(self._delay)
-        return self._inner.fetch_page(request)
-
-    def reset(self) -> None:
-        with self._lock:
-            self.fetches = 0
-
-
 # --- helpers ------------------------------------------------------------------------------------------
 
 
@@ -163,7 +135,8 @@ class Env:
 
 
 def build_env(settings: Settings, clock: Clock, delay_seconds: float = 0.0) -> Env:
-    provider = CountingProvider(DemoProvider("demo"), delay_seconds)
+    delay = (lambda _request: time.sleep(delay_seconds)) if delay_seconds else None  # real upstream latency
+    provider = CountingProvider(DemoProvider("demo"), delay)
     container = build_container(settings, clock=clock, registry=ProviderRegistry({"demo": provider}))
     set_container(container)
     return Env(container, clock, Client(app), provider)
@@ -334,7 +307,7 @@ def concurrent_round(env: Env, user_id: str, connection_id: str) -> RoundResult:
     sources = Counter(str(b.get("metadata", {}).get("source", b.get("error", {}).get("code"))) for b in bodies)
     joined = sum(1 for b in bodies if b.get("metadata", {}).get("sync", {}).get("joined_running_sync"))
     return RoundResult(
-        fetches=env.provider.fetches,
+        fetches=env.provider.calls,
         statuses=Counter(statuses),
         sources=sources,
         joined=joined,

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,8 +19,9 @@ from chalicelib.config import Settings
 from chalicelib.container import Container, build_container, set_container
 from chalicelib.models import create_tables
 from chalicelib.providers import ProviderRegistry
-from chalicelib.providers.base import DataTypeSpec, FetchRequest, Page, Provider
+from chalicelib.providers.base import FetchRequest
 from chalicelib.providers.demo import DemoProvider
+from local.counting_provider import CountingProvider
 from local.moto_atomic import make_moto_dynamodb_atomic
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256"
@@ -70,34 +70,6 @@ class Harness:
         """Invoke the worker Lambda the way SQS would."""
         event = self.client.events.generate_sqs_event(message_bodies=bodies, queue_name=JOB_QUEUE_NAME)
         return self.client.lambda_.invoke("sync_worker", event)
-
-
-class CountingProvider:
-    """Wraps a provider and records every page fetch (the upstream calls)."""
-
-    def __init__(self, inner: Provider, before_fetch: Callable[[FetchRequest], None] | None = None) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.requests: list[FetchRequest] = []
-        self.before_fetch = before_fetch
-        self._lock = threading.Lock()
-
-    @property
-    def calls(self) -> int:
-        return len(self.requests)
-
-    def data_types(self) -> Mapping[str, DataTypeSpec]:
-        return self.inner.data_types()
-
-    def validate_connection(self, credentials: Mapping[str, Any], settings: Mapping[str, Any]) -> None:
-        self.inner.validate_connection(credentials, settings)
-
-    def fetch_page(self, request: FetchRequest) -> Page:
-        with self._lock:
-            self.requests.append(request)
-        if self.before_fetch is not None:
-            self.before_fetch(request)
-        return self.inner.fetch_page(request)
 
 
 def counting_demo(
