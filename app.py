@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from chalice.app import Chalice, SQSEvent
+from chalice.app import Chalice, CloudWatchEvent, Rate, SQSEvent
 
+from chalicelib.api.operator_routes import operator_api
 from chalicelib.api.routes import api
-from chalicelib.worker import handle_sqs_batch
+from chalicelib.schedule import TICK_INTERVAL_SECONDS
+from chalicelib.worker import handle_sqs_batch, handle_tick
 
 app = Chalice(app_name="smart-sync")
 app.log.setLevel(logging.INFO)
 logging.getLogger("chalicelib").setLevel(logging.INFO)
 app.register_blueprint(api)
+app.register_blueprint(operator_api)
 
 JOB_QUEUE_NAME = "smart-sync-jobs"
 
@@ -21,3 +24,8 @@ JOB_QUEUE_NAME = "smart-sync-jobs"
 @app.on_sqs_message(queue=JOB_QUEUE_NAME, batch_size=10)
 def sync_worker(event: SQSEvent) -> dict[str, Any]:
     return handle_sqs_batch(list(event), event.context)
+
+
+@app.schedule(Rate(TICK_INTERVAL_SECONDS // 60, unit=Rate.MINUTES))
+def sync_schedule(event: CloudWatchEvent) -> dict[str, Any]:
+    return handle_tick()

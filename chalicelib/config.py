@@ -61,6 +61,18 @@ class Settings:
     default_page_limit: int = 100
     max_page_limit: int = 1000
 
+    needs_review_after_auth_failures: int = 3
+    """Provider 401/403 answers in a row before a connection becomes NEEDS_REVIEW."""
+    breaker_failure_threshold: int = 5
+    breaker_cool_off_seconds: int = 60
+    retry_max_attempts: int = 4
+    """Upstream attempts per page (the first call and up to 3 retries) on 429, 5xx, timeouts, connection errors."""
+    retry_base_seconds: float = 0.5
+    retry_max_delay_seconds: float = 20.0
+    provider_wait_max_seconds: float = 20.0
+    """The longest a sync waits in place for a token, a slot or a Retry-After; beyond it, it goes on as a later job."""
+    max_jobs_per_tick: int = 50_000
+
 
 _ENV_PREFIX = "SMART_SYNC_"
 _INT_FIELDS = {
@@ -77,8 +89,19 @@ _INT_FIELDS = {
     "failure_backoff_max_seconds",
     "default_page_limit",
     "max_page_limit",
+    "needs_review_after_auth_failures",
+    "breaker_failure_threshold",
+    "breaker_cool_off_seconds",
+    "retry_max_attempts",
+    "max_jobs_per_tick",
 }
-_FLOAT_FIELDS = {"read_budget_seconds", "join_poll_interval_seconds"}
+_FLOAT_FIELDS = {
+    "read_budget_seconds",
+    "join_poll_interval_seconds",
+    "retry_base_seconds",
+    "retry_max_delay_seconds",
+    "provider_wait_max_seconds",
+}
 _STR_FIELDS = {
     "connections_table",
     "datasets_table",
@@ -127,6 +150,22 @@ def settings_from_env(environ: Mapping[str, str]) -> Settings:
         raise ConfigurationError("SMART_SYNC_JOIN_POLL_INTERVAL_SECONDS must be above 0")
     if settings.read_budget_seconds <= 0 or settings.read_budget_seconds >= 29:
         raise ConfigurationError("SMART_SYNC_READ_BUDGET_SECONDS must be between 0 and 29 (API Gateway's limit)")
+    for name in (
+        "needs_review_after_auth_failures",
+        "breaker_failure_threshold",
+        "retry_max_attempts",
+        "max_jobs_per_tick",
+    ):
+        if getattr(settings, name) < 1:
+            raise ConfigurationError(f"{_ENV_PREFIX}{name.upper()} must be at least 1")
+    for name in (
+        "breaker_cool_off_seconds",
+        "retry_base_seconds",
+        "retry_max_delay_seconds",
+        "provider_wait_max_seconds",
+    ):
+        if getattr(settings, name) < 0:
+            raise ConfigurationError(f"{_ENV_PREFIX}{name.upper()} must not be negative")
     return settings
 
 

@@ -8,8 +8,11 @@ from chalicelib.clock import Clock, SystemClock
 from chalicelib.config import Settings, get_settings
 from chalicelib.coordinator import SyncCoordinator
 from chalicelib.engine import SyncEngine
+from chalicelib.fanout import FanOut
+from chalicelib.guard import ProviderGuard
 from chalicelib.jobs import JobQueue, SqsJobQueue
 from chalicelib.models import bind_models
+from chalicelib.operations import OperatorService
 from chalicelib.providers import ProviderRegistry, load_registry
 from chalicelib.reads import DatasetReader, PolicyResolver
 from chalicelib.services import ConnectionService, ManualSyncService, StatusService, WorkerService
@@ -30,6 +33,9 @@ class Container:
     manual_sync: ManualSyncService
     status: StatusService
     worker: WorkerService
+    guard: ProviderGuard
+    fanout: FanOut
+    operator: OperatorService
 
 
 def build_container(
@@ -45,8 +51,10 @@ def build_container(
     registry = registry or load_registry(settings)
     queue = queue or SqsJobQueue(settings)
     policies = PolicyResolver(registry, settings)
-    engine = SyncEngine(store, registry, queue, clock, settings)
+    guard = ProviderGuard(store, registry, settings)
+    engine = SyncEngine(store, registry, queue, clock, settings, guard)
     coordinator = SyncCoordinator(store, engine, queue, clock, settings)
+    fanout = FanOut(store, registry, policies, guard, queue, clock, settings)
     return Container(
         settings=settings,
         clock=clock,
@@ -55,11 +63,14 @@ def build_container(
         queue=queue,
         policies=policies,
         coordinator=coordinator,
-        reader=DatasetReader(store, policies, coordinator, clock, settings),
+        reader=DatasetReader(store, policies, coordinator, guard, clock, settings),
         connections=ConnectionService(store, registry, policies, clock),
         manual_sync=ManualSyncService(store, policies, coordinator, clock, settings),
         status=StatusService(store, policies, clock, settings),
-        worker=WorkerService(store, policies, coordinator, clock),
+        worker=WorkerService(store, policies, coordinator, fanout, queue, clock),
+        guard=guard,
+        fanout=fanout,
+        operator=OperatorService(fanout, guard, store, registry, clock, settings),
     )
 
 

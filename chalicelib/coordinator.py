@@ -86,7 +86,7 @@ class SyncCoordinator:
                     self._settings.lease_ttl_seconds,
                     expected_last_run_id=expected_last_run,
                 )
-                state = self._ensuring_dataset(key, connection.provider, acquire)
+                state = self._ensuring_dataset(key, connection.provider, policy, acquire)
             except SyncInProgressError:
                 current = self._wait_for_running_sync(key, expected_last_run, deadline)
                 if current is None:
@@ -152,6 +152,7 @@ class SyncCoordinator:
         self._ensuring_dataset(
             key,
             provider,
+            policy,
             lambda: self._store.claim_queue(
                 key,
                 provider,
@@ -166,12 +167,13 @@ class SyncCoordinator:
             raise QueueUnavailableError("the background sync could not be queued")
         return job.run_id
 
-    def _ensuring_dataset(self, key: DatasetKey, provider: str, attempt: Callable[[], T]) -> T:
+    def _ensuring_dataset(self, key: DatasetKey, provider: str, policy: SyncPolicy, attempt: Callable[[], T]) -> T:
         """Run a lease or claim write; on a dataset's first use, create its state (404 if the connection is gone)."""
         try:
             return attempt()
         except DatasetNotFoundError:
-            self._store.ensure_dataset(key, provider)
+            scheduled = policy.schedule_every_seconds is not None
+            self._store.ensure_dataset(key, provider, self._clock.now() if scheduled else None)
             return attempt()
 
     def run_job(self, job: Job, connection: Connection, policy: SyncPolicy, deadline: float | None) -> SyncOutcome:

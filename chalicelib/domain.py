@@ -52,6 +52,8 @@ class RunStatus(StrEnum):
     SUPERSEDED = "SUPERSEDED"
     """A queued job that another caller's sync made unnecessary."""
     LEASE_LOST = "LEASE_LOST"
+    DEFERRED = "DEFERRED"
+    """Not started (or paused mid-way) because the provider's limits or breaker said wait."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,8 @@ class Connection:
     status_reason: str | None
     created_at: float
     updated_at: float
+    auth_failures: int = 0
+    """Provider 401/403 answers in a row (reset by a success or new credentials)."""
 
     def public(self) -> dict[str, Any]:
         """What the API may show: everything except the credentials themselves."""

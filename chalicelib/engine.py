@@ -8,11 +8,15 @@ caller's deadline passes, the rest of the sync is handed to a queued job.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import random
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from chalicelib.breaker import Admission, BreakerState
 from chalicelib.clock import Clock
 from chalicelib.config import Settings
 from chalicelib.domain import (
@@ -26,11 +30,21 @@ from chalicelib.domain import (
     Trigger,
 )
 from chalicelib.errors import LeaseLostError
+from chalicelib.guard import ProviderGuard
 from chalicelib.jobs import Job, JobQueue
 from chalicelib.logs import log_crash
-from chalicelib.policy import SyncPolicy
+from chalicelib.policy import SyncPolicy, failure_backoff_seconds
 from chalicelib.providers import ProviderRegistry
-from chalicelib.providers.base import FetchRequest, Page, ProviderAuthError, ProviderError, ProviderTimeoutError
+from chalicelib.providers.base import (
+    FetchRequest,
+    Page,
+    Provider,
+    ProviderAuthError,
+    ProviderError,
+    ProviderRateLimitError,
+    ProviderTimeoutError,
+)
+from chalicelib.retry import backoff_delay
 from chalicelib.store import DynamoStore, content_hash
 
 logger = logging.getLogger(__name__)
@@ -38,6 +52,7 @@ logger = logging.getLogger(__name__)
 _NO_DEADLINE_TIMEOUT_SECONDS = 60.0
 _MIN_USEFUL_FETCH_SECONDS = 0.5
 _RESTART_AFTER_FAILURES = 3
+_MIN_TOKEN_WAIT_SECONDS = 0.001
 
 
 def new_run_id(now: float) -> str:
@@ -53,7 +68,9 @@ class OutcomeKind(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     HANDED_OFF = "handed_off"
-    """The deadline passed; the sync goes on as a queued job."""
+    """The deadline passed (or the provider asked us to wait); the sync goes on as a queued job."""
+    DEFERRED = "deferred"
+    """Not started: the provider's breaker is open or all its slots are busy. Nothing was fetched."""
     LEASE_LOST = "lease_lost"
     TIMED_OUT = "timed_out"
     """A joiner's budget ran out while someone else's sync was still running."""
@@ -68,10 +85,36 @@ class SyncOutcome:
     auth_failure: bool = False
     joined: bool = False
     continuation_run_id: str | None = None
+    retry_after_seconds: float | None = None
+    """For DEFERRED: when trying again makes sense."""
+    breaker_open: bool = False
+    """For DEFERRED: the provider is failing (the job is dropped; the schedule sends it again later)."""
 
     @property
     def succeeded(self) -> bool:
         return self.kind is OutcomeKind.SUCCEEDED
+
+
+class _WaitRequired(Exception):
+    """The provider's limits say wait longer than this caller can: continue as a delayed job."""
+
+    def __init__(self, seconds: float, reason: str) -> None:
+        super().__init__(reason)
+        self.seconds = seconds
+        self.reason = reason
+
+
+@dataclass
+class _Progress:
+    """What one sync has done so far (mutable: the page loop adds to it)."""
+
+    counts: SyncCounts = field(default_factory=SyncCounts)
+    upstream_calls: int = 0
+    provider_answered: bool = False
+    """Any answer at all (a page, a 4xx, a 401): the breaker measures reachability, not usefulness."""
+
+    def totals(self) -> SyncCounts:
+        return replace(self.counts, upstream_calls=self.upstream_calls)
 
 
 class SyncEngine:
@@ -82,12 +125,16 @@ class SyncEngine:
         queue: JobQueue,
         clock: Clock,
         settings: Settings,
+        guard: ProviderGuard | None = None,
+        random_unit: Callable[[], float] = random.random,
     ) -> None:
         self._store = store
         self._registry = registry
         self._queue = queue
         self._clock = clock
         self._settings = settings
+        self._guard = guard or ProviderGuard(store, registry, settings)
+        self._random = random_unit
 
     @property
     def retention_seconds(self) -> float:
@@ -105,9 +152,80 @@ class SyncEngine:
         deadline: float | None,
         created_at: float | None = None,
     ) -> SyncOutcome:
-        """Run the sync; the caller has already won the lease as ``owner``."""
+        """Run the sync; the caller has already won the lease as ``owner``.
+
+        First the provider's breaker and concurrency slots are asked (a refusal gives the
+        lease back and returns DEFERRED); then each page takes a token from the provider's
+        bucket and is retried with backoff on 429, 5xx, timeouts and connection errors.
+        """
         key = state.key
-        provider = self._registry.get(connection.provider)
+        provider_name = connection.provider
+        admission = self._guard.admit(provider_name, owner, self._clock.now())
+        if not admission.allowed:
+            return self._defer_start(
+                key, owner, admission.retry_after_seconds, self._outage_message(provider_name), breaker_open=True
+            )
+        refusal = self._wait_for_slot(provider_name, owner, deadline)
+        if refusal is not None:
+            return self._defer_start(
+                key, owner, refusal, f"provider {provider_name!r} is running its most syncs at once"
+            )
+        try:
+            return self._run(connection, state, policy, owner, run_id, trigger, deadline, created_at, admission)
+        finally:
+            self._guard.release_slot(provider_name, owner)
+
+    def _outage_message(self, provider: str) -> str:
+        return f"provider {provider!r} is failing (circuit open after repeated errors)"
+
+    def _defer_start(
+        self, key: DatasetKey, owner: str, retry_after: float, reason: str, *, breaker_open: bool = False
+    ) -> SyncOutcome:
+        # Nothing was fetched: hand the lease back. A breaker refusal also drops the job's claim:
+        # the dataset stays due and the schedule sends it again once the provider answers.
+        logger.info("sync deferred: %s (%s)", key.describe(), reason)
+        with contextlib.suppress(LeaseLostError):
+            self._store.release_lease(key, owner, drop_claim=breaker_open)
+        return SyncOutcome(
+            OutcomeKind.DEFERRED,
+            None,
+            SyncCounts(),
+            error=reason,
+            retry_after_seconds=retry_after,
+            breaker_open=breaker_open,
+        )
+
+    def _wait_for_slot(self, provider: str, owner: str, deadline: float | None) -> float | None:
+        """Wait (briefly) for one of the provider's concurrency slots; the wait left when giving up."""
+        while True:
+            wait = self._guard.take_slot(provider, owner, self._clock.now())
+            if wait is None:
+                return None
+            poll = min(max(wait, 0.05), 0.5 + 0.5 * self._random())
+            if not self._can_wait(poll, deadline):
+                return max(wait, 1.0)
+            self._clock.sleep(poll)
+
+    def _can_wait(self, seconds: float, deadline: float | None) -> bool:
+        if seconds > self._settings.provider_wait_max_seconds:
+            return False
+        return deadline is None or self._clock.now() + seconds < deadline - _MIN_USEFUL_FETCH_SECONDS
+
+    def _run(
+        self,
+        connection: Connection,
+        state: DatasetState,
+        policy: SyncPolicy,
+        owner: str,
+        run_id: str,
+        trigger: Trigger,
+        deadline: float | None,
+        created_at: float | None,
+        admission: Admission,
+    ) -> SyncOutcome:
+        key = state.key
+        provider_name = connection.provider
+        provider = self._registry.get(provider_name)
         started = self._clock.now()
         checkpoint = state.checkpoint
         if checkpoint is not None and state.consecutive_failures >= _RESTART_AFTER_FAILURES:
@@ -124,52 +242,114 @@ class SyncEngine:
             started_at=started,
             resumed=checkpoint.generation if checkpoint.generation != run_id else None,
         )
-        counts = SyncCounts()
+        progress = _Progress()
         logger.info("sync started: %s run=%s trigger=%s", key.describe(), run_id, trigger.value)
         try:
             self._store.put_run(run, self.retention_seconds)
             while True:
-                if deadline is not None and counts.upstream_calls > 0 and self._clock.now() >= deadline:
-                    return self._hand_off(run, counts, owner)
-                timeout = self._fetch_timeout(deadline)
-                if timeout is None:
-                    return self._hand_off(run, counts, owner)
-                try:
-                    page = provider.fetch_page(
-                        FetchRequest(
-                            connection_id=connection.connection_id,
-                            data_type=key.data_type,
-                            credentials=connection.credentials,
-                            settings=connection.settings,
-                            page_token=checkpoint.page_token,
-                            since=checkpoint.since,
-                            timeout_seconds=timeout,
-                            now_epoch=self._clock.now(),
-                            sleep=self._clock.sleep,
-                        )
-                    )
-                except ProviderTimeoutError:
-                    counts = counts.plus(SyncCounts(upstream_calls=1))
-                    if deadline is not None and self._clock.now() >= deadline - _MIN_USEFUL_FETCH_SECONDS:
-                        return self._hand_off(run, counts, owner)
-                    raise
+                if deadline is not None and progress.upstream_calls > 0 and self._clock.now() >= deadline:
+                    return self._hand_off(run, progress, owner)
+                request = FetchRequest(
+                    connection_id=connection.connection_id,
+                    data_type=key.data_type,
+                    credentials=connection.credentials,
+                    settings=connection.settings,
+                    page_token=checkpoint.page_token,
+                    since=checkpoint.since,
+                    timeout_seconds=0.0,
+                    now_epoch=0.0,
+                    sleep=self._clock.sleep,
+                )
+                page = self._fetch(provider, provider_name, request, deadline, progress, admission.state_after)
                 self._store.renew_lease(key, owner, self._clock.now(), self._settings.lease_ttl_seconds)
-                counts = counts.plus(
+                self._guard.take_slot(provider_name, owner, self._clock.now())  # renew ours for long syncs
+                progress.counts = progress.counts.plus(
                     self._store_page(key, page, checkpoint.generation if checkpoint.since is None else None)
                 )
                 checkpoint = self._advance(checkpoint, page)
                 if page.next_page_token is None:
-                    return self._complete(run, counts, owner, checkpoint, policy)
+                    return self._complete(run, progress, owner, checkpoint, policy, connection)
                 if checkpoint.pages_done >= self._settings.max_pages_per_run:
                     raise ProviderError(f"pagination did not end after {checkpoint.pages_done} pages", retryable=False)
                 self._store.save_checkpoint(key, owner, self._clock.now(), self._settings.lease_ttl_seconds, checkpoint)
+        except _WaitRequired as wait:
+            return self._hand_off(run, progress, owner, delay_seconds=wait.seconds, reason=wait.reason)
         except LeaseLostError as exc:
-            return self._abandon(run, counts, str(exc))
+            return self._abandon(run, progress, str(exc))
+        except ProviderTimeoutError as exc:
+            if deadline is not None and self._clock.now() >= deadline - _MIN_USEFUL_FETCH_SECONDS:
+                return self._hand_off(run, progress, owner)
+            return self._fail(run, progress, owner, str(exc), connection, policy, state, provider_error=exc)
         except ProviderError as exc:
-            return self._fail(run, counts, owner, str(exc), auth_failure=isinstance(exc, ProviderAuthError))
+            return self._fail(run, progress, owner, str(exc), connection, policy, state, provider_error=exc)
         except Exception as exc:  # a bug must not leave the lease held until it expires
             log_crash(logger, f"sync crashed: {key.describe()} run={run_id}", exc)
-            return self._fail(run, counts, owner, f"internal error ({type(exc).__name__})", auth_failure=False)
+            return self._fail(run, progress, owner, f"internal error ({type(exc).__name__})", connection, policy, state)
+
+    def _fetch(
+        self,
+        provider: Provider,
+        provider_name: str,
+        request: FetchRequest,
+        deadline: float | None,
+        progress: _Progress,
+        breaker_seen: BreakerState,
+    ) -> Page:
+        """One page: a token per attempt, retries with full-jitter backoff, the provider's own waits honoured."""
+        attempt = 0
+        while True:
+            self._take_token(provider_name, deadline)
+            timeout = self._fetch_timeout(deadline)
+            if timeout is None:
+                raise _WaitRequired(0.0, "the caller's time budget ran out")
+            progress.upstream_calls += 1
+            try:
+                page = provider.fetch_page(replace(request, timeout_seconds=timeout, now_epoch=self._clock.now()))
+            except ProviderError as exc:
+                if not exc.retryable:
+                    self._provider_answered(provider_name, progress, breaker_seen)
+                    raise
+                attempt += 1
+                if attempt >= self._settings.retry_max_attempts:
+                    raise
+                self._back_off(provider_name, exc, attempt, deadline)
+                continue
+            self._provider_answered(provider_name, progress, breaker_seen)
+            return page
+
+    def _provider_answered(self, provider_name: str, progress: _Progress, breaker_seen: BreakerState) -> None:
+        if not progress.provider_answered:
+            progress.provider_answered = True
+            self._guard.record_success(provider_name, breaker_seen)
+
+    def _back_off(self, provider_name: str, exc: ProviderError, attempt: int, deadline: float | None) -> None:
+        now = self._clock.now()
+        provider_wait = exc.retry_after_seconds
+        if isinstance(exc, ProviderRateLimitError) and provider_wait:
+            self._guard.hold(provider_name, now + provider_wait)  # every worker waits, not only this one
+        delay = backoff_delay(
+            attempt - 1,
+            base_seconds=self._settings.retry_base_seconds,
+            max_seconds=self._settings.retry_max_delay_seconds,
+            random_unit=self._random(),
+            provider_wait_seconds=provider_wait,
+        )
+        if self._can_wait(delay, deadline):
+            logger.info("retrying %s in %.2fs after: %s", provider_name, delay, exc)
+            self._clock.sleep(delay)
+            return
+        if isinstance(exc, ProviderRateLimitError) or provider_wait is not None:
+            raise _WaitRequired(delay, f"provider {provider_name!r} asked to wait {delay:.0f}s") from None
+        raise exc
+
+    def _take_token(self, provider_name: str, deadline: float | None) -> None:
+        while True:
+            wait = self._guard.take_token(provider_name, self._clock.now())
+            if wait is None:
+                return
+            if not self._can_wait(wait, deadline):
+                raise _WaitRequired(wait, f"provider {provider_name!r} is at its rate limit")
+            self._clock.sleep(max(wait, _MIN_TOKEN_WAIT_SECONDS))
 
     def _since(self, state: DatasetState, now: float) -> str | None:
         """Incremental from the watermark, except for a periodic full pass that finds upstream deletions."""
@@ -212,9 +392,7 @@ class SyncEngine:
         deleted = [rid for rid in tombstones if rid in existing]
         if deleted:
             self._store.delete_records(key, deleted)
-        return SyncCounts(
-            inserted=inserted, updated=updated, unchanged=unchanged, deleted=len(deleted), pages=1, upstream_calls=1
-        )
+        return SyncCounts(inserted=inserted, updated=updated, unchanged=unchanged, deleted=len(deleted), pages=1)
 
     @staticmethod
     def _advance(checkpoint: Checkpoint, page: Page) -> Checkpoint:
@@ -233,7 +411,13 @@ class SyncEngine:
         )
 
     def _complete(
-        self, run: SyncRun, counts: SyncCounts, owner: str, checkpoint: Checkpoint, policy: SyncPolicy
+        self,
+        run: SyncRun,
+        progress: _Progress,
+        owner: str,
+        checkpoint: Checkpoint,
+        policy: SyncPolicy,
+        connection: Connection,
     ) -> SyncOutcome:
         key = run.key
         record_count: int | None = None
@@ -241,7 +425,8 @@ class SyncEngine:
         if full_pass:
             self._store.renew_lease(key, owner, self._clock.now(), self._settings.lease_ttl_seconds)
             deleted, record_count = self._store.sweep_unseen_records(key, checkpoint.generation)
-            counts = counts.plus(SyncCounts(deleted=deleted))
+            progress.counts = progress.counts.plus(SyncCounts(deleted=deleted))
+        counts = progress.totals()
         now = self._clock.now()
         watermark = checkpoint.max_updated_at or checkpoint.since
         next_sync_at = None if policy.schedule_every_seconds is None else now + policy.schedule_every_seconds
@@ -258,28 +443,88 @@ class SyncEngine:
             full_pass=full_pass,
         )
         self._finish_run(run, RunStatus.SUCCEEDED, counts, None)
+        if connection.auth_failures:
+            self._store.reset_auth_failures(connection)
+        self._record_stats(run, connection.provider, succeeded=True, error=None)
         logger.info("sync succeeded: %s run=%s %s", key.describe(), run.run_id, counts.as_dict())
         return SyncOutcome(OutcomeKind.SUCCEEDED, run.run_id, counts)
 
-    def _fail(self, run: SyncRun, counts: SyncCounts, owner: str, error: str, *, auth_failure: bool) -> SyncOutcome:
+    def _fail(
+        self,
+        run: SyncRun,
+        progress: _Progress,
+        owner: str,
+        error: str,
+        connection: Connection,
+        policy: SyncPolicy,
+        state: DatasetState,
+        *,
+        provider_error: ProviderError | None = None,
+    ) -> SyncOutcome:
         logger.warning("sync failed: %s run=%s error=%s", run.key.describe(), run.run_id, error)
+        counts = progress.totals()
+        now = self._clock.now()
+        if provider_error is not None and provider_error.retryable:
+            self._guard.record_failure(connection.provider, error, now)
+        next_sync_at = None
+        if policy.schedule_every_seconds is not None:
+            next_sync_at = now + failure_backoff_seconds(
+                state.consecutive_failures + 1,
+                base_seconds=self._settings.failure_backoff_base_seconds,
+                max_seconds=self._settings.failure_backoff_max_seconds,
+            )
         try:
-            self._store.finish_failure(run.key, owner, self._clock.now(), run_id=run.run_id, error=error)
+            self._store.finish_failure(run.key, owner, now, run_id=run.run_id, error=error, next_sync_at=next_sync_at)
         except LeaseLostError as exc:
-            return self._abandon(run, counts, str(exc))
+            return self._abandon(run, progress, str(exc))
         self._finish_run(run, RunStatus.FAILED, counts, error)
+        self._record_stats(run, connection.provider, succeeded=False, error=error)
+        auth_failure = isinstance(provider_error, ProviderAuthError)
+        if auth_failure:
+            self._count_auth_failure(connection, error, now)
         return SyncOutcome(OutcomeKind.FAILED, run.run_id, counts, error=error, auth_failure=auth_failure)
 
-    def _hand_off(self, run: SyncRun, counts: SyncCounts, owner: str) -> SyncOutcome:
-        """The caller's budget ran out: pass the lease to a queued continuation job."""
+    def _count_auth_failure(self, connection: Connection, error: str, now: float) -> None:
+        threshold = self._settings.needs_review_after_auth_failures
+        reason = f"the provider rejected the credentials {threshold} times in a row ({error}); update them with PUT"
+        if not self._store.record_auth_failure(connection, threshold=threshold, reason=reason, now=now):
+            return
+        logger.warning("connection %s/%s needs review: %s", connection.user_id, connection.connection_id, error)
+        data_types = self._registry.get(connection.provider).data_types()
+        self._store.set_schedule(
+            [DatasetKey(connection.user_id, connection.connection_id, data_type) for data_type in data_types], None
+        )
+
+    def _record_stats(self, run: SyncRun, provider: str, *, succeeded: bool, error: str | None) -> None:
+        now = self._clock.now()
+        try:
+            self._store.record_sync_stats(
+                ["", provider], succeeded=succeeded, duration=now - (run.started_at or now), error=error, now=now
+            )
+        except Exception:  # statistics must never fail a sync
+            logger.exception("could not record sync statistics")
+
+    def _hand_off(
+        self, run: SyncRun, progress: _Progress, owner: str, *, delay_seconds: float = 0.0, reason: str | None = None
+    ) -> SyncOutcome:
+        """Pass the lease to a queued continuation job: the caller's budget ran out, or the provider said wait."""
         now = self._clock.now()
         job = Job(key=run.key, run_id=new_run_id(now), trigger=Trigger.BACKGROUND, created_at=now)
         self._store.hand_off(run.key, owner, now, job.run_id)  # LeaseLostError: nothing queued, nothing recorded
-        self.queue_claimed_job(job)
-        self._finish_run(run, RunStatus.HANDED_OFF, counts, None)
-        return SyncOutcome(OutcomeKind.HANDED_OFF, run.run_id, counts, continuation_run_id=job.run_id)
+        self.queue_claimed_job(job, delay_seconds=delay_seconds)
+        counts = progress.totals()
+        status = RunStatus.DEFERRED if delay_seconds > 0 else RunStatus.HANDED_OFF
+        self._finish_run(run, status, counts, reason)
+        return SyncOutcome(
+            OutcomeKind.HANDED_OFF,
+            run.run_id,
+            counts,
+            error=reason,
+            continuation_run_id=job.run_id,
+            retry_after_seconds=delay_seconds or None,
+        )
 
-    def queue_claimed_job(self, job: Job) -> bool:
+    def queue_claimed_job(self, job: Job, *, delay_seconds: float = 0.0) -> bool:
         """Record and send a job whose claim the caller already holds; undo the claim if SQS refuses it."""
         self._store.put_run(
             SyncRun(
@@ -288,7 +533,7 @@ class SyncEngine:
             self.retention_seconds,
         )
         try:
-            self._queue.send(job)
+            self._queue.send(job, delay_seconds)
         except Exception:
             logger.exception("could not queue a sync of %s", job.key.describe())
             self._store.release_queue_claim(job.key, job.run_id)
@@ -296,10 +541,11 @@ class SyncEngine:
             return False
         return True
 
-    def _abandon(self, run: SyncRun, counts: SyncCounts, error: str) -> SyncOutcome:
+    def _abandon(self, run: SyncRun, progress: _Progress, error: str) -> SyncOutcome:
         """Our lease is gone. If the dataset was deleted, finish the deletion: a page we stored after
         the DELETE read its keys would otherwise outlive it."""
         logger.warning("sync lost its lease: %s run=%s", run.key.describe(), run.run_id)
+        counts = progress.totals()
         if self._store.get_state(run.key) is None:
             self._store.delete_dataset(run.key)
         else:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -11,6 +13,13 @@ from chalicelib.domain import DatasetKey, Trigger, validate_id
 from chalicelib.errors import ValidationError
 
 JOB_VERSION = 1
+MAX_DELAY_SECONDS = 900  # SQS's limit for DelaySeconds
+SQS_BATCH = 10  # SQS's limit for SendMessageBatch
+
+
+def delay_for_sqs(seconds: float) -> int:
+    """Whole seconds SQS accepts (0..900), rounded up so a job never arrives before its time."""
+    return max(0, min(MAX_DELAY_SECONDS, math.ceil(seconds)))
 
 
 @dataclass(frozen=True)
@@ -63,7 +72,11 @@ class Job:
 
 
 class JobQueue(Protocol):
-    def send(self, job: Job) -> None: ...
+    def send(self, job: Job, delay_seconds: float = 0) -> None: ...
+
+    def send_many(self, jobs: Sequence[Job]) -> list[Job]:
+        """Send in batches of 10; returns the jobs SQS did not take."""
+        ...
 
 
 class SqsJobQueue:
@@ -88,5 +101,21 @@ class SqsJobQueue:
             self._queue_url = self._sqs().get_queue_url(QueueName=self._settings.queue_name)["QueueUrl"]
         return self._queue_url
 
-    def send(self, job: Job) -> None:
-        self._sqs().send_message(QueueUrl=self.queue_url(), MessageBody=job.to_json())
+    def send(self, job: Job, delay_seconds: float = 0) -> None:
+        self.send_body(job.to_json(), delay_seconds)
+
+    def send_body(self, body: str, delay_seconds: float = 0) -> None:
+        self._sqs().send_message(QueueUrl=self.queue_url(), MessageBody=body, DelaySeconds=delay_for_sqs(delay_seconds))
+
+    def send_many(self, jobs: Sequence[Job]) -> list[Job]:
+        failed: list[Job] = []
+        for start in range(0, len(jobs), SQS_BATCH):
+            batch = jobs[start : start + SQS_BATCH]
+            entries = [{"Id": str(index), "MessageBody": job.to_json()} for index, job in enumerate(batch)]
+            try:
+                answer = self._sqs().send_message_batch(QueueUrl=self.queue_url(), Entries=entries)
+            except Exception:
+                failed.extend(batch)
+                continue
+            failed.extend(batch[int(entry["Id"])] for entry in answer.get("Failed", []))
+        return failed

@@ -15,7 +15,7 @@ from pynamodb.attributes import (
     UnicodeAttribute,
 )
 from pynamodb.connection import Connection
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection
 from pynamodb.models import Model
 
 from chalicelib.config import Settings
@@ -36,6 +36,8 @@ class ConnectionItem(Model):
     settings_json = UnicodeAttribute(default="{}")
     status = UnicodeAttribute(default="ACTIVE")
     status_reason = UnicodeAttribute(null=True)
+    auth_failures = NumberAttribute(default=0)
+    """Provider 401/403 answers in a row; at the threshold the connection becomes NEEDS_REVIEW."""
     created_at = NumberAttribute()
     updated_at = NumberAttribute()
 
@@ -51,6 +53,33 @@ class DatasetsByUserIndex(GlobalSecondaryIndex["StateItem"]):  # type: ignore[no
     dataset_key = UnicodeAttribute(range_key=True)
 
 
+class DueDatasetsIndex(GlobalSecondaryIndex["StateItem"]):  # type: ignore[no-untyped-call]
+    """The schedule's view: state items with a ``next_sync_at``, spread over ``schedule_shard`` partitions.
+
+    Sparse twice over: records never have these attributes, and a dataset leaves the index
+    when its ``next_sync_at`` is removed (on-demand data types, paused or broken connections).
+    Only what the planner needs is projected, so one Query page holds thousands of datasets.
+    """
+
+    class Meta:
+        index_name = "by_next_sync"
+        projection = IncludeProjection(
+            [
+                "kind",
+                "user_id",
+                "connection_id",
+                "data_type",
+                "provider",
+                "lease_expires_at",
+                "queued_job_id",
+                "queued_at",
+            ]
+        )
+
+    schedule_shard = UnicodeAttribute(hash_key=True)
+    next_sync_at = NumberAttribute(range_key=True)
+
+
 class DatasetItem(Model):
     class Meta:
         table_name = "smart-sync-datasets"
@@ -59,10 +88,13 @@ class DatasetItem(Model):
     pk = UnicodeAttribute(hash_key=True)
     sk = UnicodeAttribute(range_key=True)
     kind = DiscriminatorAttribute()
-    # Only state items set these, so the index stays sparse.
+    # Only state items set these, so both indexes stay sparse.
     user_id = UnicodeAttribute(null=True)
     dataset_key = UnicodeAttribute(null=True)
+    schedule_shard = UnicodeAttribute(null=True)
+    next_sync_at = NumberAttribute(null=True)
     by_user = DatasetsByUserIndex()
+    by_next_sync = DueDatasetsIndex()
 
 
 class StateItem(DatasetItem, discriminator="state"):
@@ -79,7 +111,6 @@ class StateItem(DatasetItem, discriminator="state"):
     last_full_sync_at = NumberAttribute(null=True)
     last_error = UnicodeAttribute(null=True)
     consecutive_failures = NumberAttribute(default=0)
-    next_sync_at = NumberAttribute(null=True)
     record_count = NumberAttribute(default=0)
     last_run_id = UnicodeAttribute(null=True)
     last_run_status = UnicodeAttribute(null=True)
@@ -123,7 +154,8 @@ class RunItem(Model):
 
 
 class LimitItem(Model):
-    """Token buckets shared by every Lambda: per-user manual refreshes (and, later, provider limits)."""
+    """State every Lambda shares, one item each: token buckets (per-user manual refreshes, per
+    provider calls), provider breakers and concurrency slots, the scheduler, sync statistics."""
 
     class Meta:
         table_name = "smart-sync-limits"
@@ -134,6 +166,18 @@ class LimitItem(Model):
     updated_at = NumberAttribute(null=True)
     version = NumberAttribute(null=True)
     """Bumped by every write: the optimistic-concurrency guard (timestamps can repeat)."""
+    data_json = UnicodeAttribute(null=True)
+    """Breaker, slots and scheduler state (written with ``version`` as the guard)."""
+    # Statistics: counters updated with ADD by every finished sync, so no read is needed.
+    total_syncs = NumberAttribute(null=True)
+    succeeded_syncs = NumberAttribute(null=True)
+    failed_syncs = NumberAttribute(null=True)
+    duration_sum = NumberAttribute(null=True)
+    last_duration = NumberAttribute(null=True)
+    last_finished_at = NumberAttribute(null=True)
+    consecutive_failures = NumberAttribute(null=True)
+    last_error = UnicodeAttribute(null=True)
+    last_error_at = NumberAttribute(null=True)
 
 
 ALL_MODELS: tuple[type[Model], ...] = (ConnectionItem, DatasetItem, StateItem, RecordItem, RunItem, LimitItem)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from chalicelib.breaker import retry_at
 from chalicelib.clock import Clock, to_iso
 from chalicelib.config import Settings
 from chalicelib.coordinator import SyncCoordinator
@@ -24,6 +25,7 @@ from chalicelib.errors import (
     RateLimitedError,
     ValidationError,
 )
+from chalicelib.guard import ProviderGuard
 from chalicelib.limits import Bucket
 from chalicelib.policy import (
     DatasetSnapshot,
@@ -123,12 +125,14 @@ class DatasetReader:
         store: DynamoStore,
         policies: PolicyResolver,
         coordinator: SyncCoordinator,
+        guard: ProviderGuard,
         clock: Clock,
         settings: Settings,
     ) -> None:
         self._store = store
         self._policies = policies
         self._coordinator = coordinator
+        self._guard = guard
         self._clock = clock
         self._settings = settings
 
@@ -176,6 +180,9 @@ class DatasetReader:
         connection = connection or self._require_connection(key)
         if connection.status is not ConnectionStatus.ACTIVE:
             return answer.connection_inactive(connection)
+        outage = self._outage(state.provider, now)
+        if outage is not None:
+            return answer.provider_down(*outage)
 
         if decision.action is ReadAction.SERVE_CACHE_AND_QUEUE:
             try:
@@ -207,7 +214,23 @@ class DatasetReader:
             return answer.from_upstream()
         if outcome.kind is OutcomeKind.FAILED:
             return answer.after_failure(outcome.error or "the sync failed", retry_after=None)
-        return answer.budget_exceeded(self._settings.read_budget_seconds)
+        if outcome.kind is OutcomeKind.DEFERRED:
+            return answer.provider_down(outcome.error or "the provider is busy", outcome.retry_after_seconds)
+        return answer.budget_exceeded(self._settings.read_budget_seconds, reason=outcome.error)
+
+    def _outage(self, provider: str, now: float) -> tuple[str, float] | None:
+        """(warning, seconds until the next probe) while the provider's breaker refuses calls."""
+        config = self._guard.breaker_config
+        breaker = self._guard.breaker(provider)
+        next_try = retry_at(breaker, now, config)
+        if next_try is None:
+            return None
+        since = f" since {to_iso(breaker.opened_at)}" if breaker.opened_at else ""
+        warning = (
+            f"Provider {provider!r} is having an outage (circuit open{since} after "
+            f"{breaker.consecutive_failures} failed syncs in a row)"
+        )
+        return warning, next_try - now
 
     def _require_connection(self, key: DatasetKey) -> Connection:
         connection = self._store.get_connection(key.user_id, key.connection_id)
@@ -332,10 +355,12 @@ class _Answer:
         )
         return ApiResponse(200, body, headers)
 
-    def budget_exceeded(self, budget_seconds: float) -> ApiResponse:
+    def budget_exceeded(self, budget_seconds: float, *, reason: str | None = None) -> ApiResponse:
         self.sync_in_progress = True
         self.background_sync = True
         warning = f"The sync did not finish within {budget_seconds:g}s; it continues in the background"
+        if reason:
+            warning = f"The sync continues in the background: {reason}"
         if not self.has_cache:
             body = self._body(
                 "pending",
@@ -350,6 +375,22 @@ class _Answer:
         return ApiResponse(
             200, self._body("success_with_warning", "stale_cache", message, cached=True, warning=warning)
         )
+
+    def provider_down(self, warning: str, retry_after: float | None) -> ApiResponse:
+        """The provider's breaker (or its limits) refuse calls: the cache with a warning, or 503."""
+        retry = max(1, math.ceil(retry_after or 1))
+        headers = {"Retry-After": str(retry)}
+        if not self.has_cache:
+            body = {
+                "error": {
+                    "code": "provider_unavailable",
+                    "message": f"{warning}; nothing is cached yet. Try again in {retry}s.",
+                }
+            }
+            return ApiResponse(503, body, headers)
+        message = f"Using data from {humanize_age(self.age)}; not refreshing now (next try in {retry}s)"
+        body = self._body("success_with_warning", "stale_cache", message, cached=True, warning=warning)
+        return ApiResponse(200, body, headers)
 
     def connection_inactive(self, connection: Connection) -> ApiResponse:
         why = f"connection is {connection.inactive_reason()}"

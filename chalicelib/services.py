@@ -16,10 +16,11 @@ from chalicelib.domain import (
     DatasetKey,
     DatasetState,
     DatasetStatus,
+    RunStatus,
     Trigger,
     validate_id,
 )
-from chalicelib.engine import OutcomeKind
+from chalicelib.engine import OutcomeKind, SyncOutcome
 from chalicelib.errors import (
     ClaimNotWonError,
     ConnectionNotActiveError,
@@ -29,7 +30,8 @@ from chalicelib.errors import (
     QueueUnavailableError,
     ValidationError,
 )
-from chalicelib.jobs import Job
+from chalicelib.fanout import FanOut
+from chalicelib.jobs import Job, JobQueue
 from chalicelib.policy import lease_is_held, queue_claim_is_live
 from chalicelib.providers import ProviderRegistry
 from chalicelib.reads import ApiResponse, PolicyResolver, enforce_manual_refresh_limit, parse_limit
@@ -105,12 +107,37 @@ class ConnectionService:
         )
         self._store.put_connection(connection)
         data_types = self._policies.data_types(provider_name)
-        for data_type in data_types:
-            # Created up front so reads never race to create them (reads still create lazily if needed).
-            self._store.ensure_dataset(DatasetKey(user_id, connection_id, data_type), provider_name)
+        self._schedule(connection, data_types, existing, now)
         body_out = connection.public()
         body_out["data_types"] = data_types
         return (200 if existing else 201), body_out
+
+    def _schedule(self, connection: Connection, data_types: list[str], previous: Connection | None, now: float) -> None:
+        """Create the datasets up front (so reads never race to), and put them on or off the schedule.
+
+        A new, reactivated or re-credentialed connection is due at once; a paused one leaves
+        the schedule; otherwise each dataset keeps its place.
+        """
+        keys = {
+            data_type: DatasetKey(connection.user_id, connection.connection_id, data_type) for data_type in data_types
+        }
+        scheduled = [
+            key
+            for data_type, key in keys.items()
+            if self._policies.policy(connection.provider, data_type).schedule_every_seconds is not None
+        ]
+        active = connection.status is ConnectionStatus.ACTIVE
+        for key in keys.values():
+            self._store.ensure_dataset(key, connection.provider, now if active and key in scheduled else None)
+        if previous is None:
+            return
+        if not active:
+            self._store.set_schedule(keys.values(), None)
+            return
+        renewed = previous.status is not ConnectionStatus.ACTIVE or previous.credentials != connection.credentials
+        if renewed:
+            self._store.set_schedule(scheduled, now)
+        self._store.set_schedule([key for key in keys.values() if key not in scheduled], None)
 
     def _registry_data_types(self, provider: str) -> list[str]:
         """The provider's data types, or none if it was removed from the providers file."""
@@ -323,15 +350,23 @@ class StatusService:
 
 
 class WorkerService:
-    """Runs queued jobs. Returns normally when the message is done (synced, superseded or
-    undeliverable); raises ``SyncInProgressError`` when it should be retried later."""
+    """Runs queued jobs. Returns normally when the message is done (synced, superseded, deferred
+    or undeliverable); raises ``SyncInProgressError`` when SQS should redeliver it later."""
 
     def __init__(
-        self, store: DynamoStore, policies: PolicyResolver, coordinator: SyncCoordinator, clock: Clock
+        self,
+        store: DynamoStore,
+        policies: PolicyResolver,
+        coordinator: SyncCoordinator,
+        fanout: FanOut,
+        queue: JobQueue,
+        clock: Clock,
     ) -> None:
         self._store = store
         self._policies = policies
         self._coordinator = coordinator
+        self._fanout = fanout
+        self._queue = queue
         self._clock = clock
 
     def handle(self, body: str, deadline: float | None) -> str:
@@ -348,6 +383,10 @@ class WorkerService:
         if connection.status is not ConnectionStatus.ACTIVE:
             self._store.release_queue_claim(job.key, job.run_id)
             return "connection_inactive"
+        if job.trigger is Trigger.SCHEDULE and self._fanout.state().paused:
+            # The dataset stays due: the first tick after resume sends it again.
+            self._store.release_queue_claim(job.key, job.run_id)
+            return "scheduler_paused"
         try:
             policy = self._policies.policy(connection.provider, job.key.data_type)
         except NotFoundError:
@@ -358,4 +397,16 @@ class WorkerService:
             return "superseded"
         except DatasetNotFoundError:
             return "dataset_gone"
+        if outcome.kind is OutcomeKind.DEFERRED:
+            return self._defer(job, outcome)
         return outcome.kind.value
+
+    def _defer(self, job: Job, outcome: SyncOutcome) -> str:
+        if outcome.breaker_open:
+            # Deferred, not failed: the claim was dropped with the lease, the dataset stays due,
+            # and the schedule sends it again once the provider's breaker lets calls through.
+            self._store.mark_run(job.key, job.run_id, RunStatus.DEFERRED, only_if=RunStatus.QUEUED)
+            return "deferred_provider_down"
+        # Same job, same claim, later: SQS holds it back for the wait the provider's limits asked for.
+        self._queue.send(job, outcome.retry_after_seconds or 1.0)
+        return "deferred_provider_busy"

@@ -11,9 +11,9 @@ import base64
 import contextlib
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from pynamodb.exceptions import DeleteError, TransactWriteError, UpdateError
 from pynamodb.expressions.condition import Condition
@@ -54,10 +54,15 @@ from chalicelib.models import (
     shared_connection,
 )
 from chalicelib.providers.base import UpstreamRecord
+from chalicelib.schedule import DueDataset, schedule_shard
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 _ENSURE_ATTEMPTS = 3
-_TOKEN_ATTEMPTS = 5
+_SHARED_STATE_ATTEMPTS = 8
+_TRANSACTION_ITEMS = 100  # DynamoDB's limit per TransactWriteItems
+_CLAIM_ATTEMPTS = 3
+STATS_KEY = "stats"
+T = TypeVar("T")
 
 
 def content_hash(data: Any) -> str:
@@ -112,6 +117,11 @@ def _no_run_finished_since(expected_last_run_id: str | None) -> Condition:
 
 def _no_live_queue_claim(now: float, claim_ttl_seconds: float) -> Condition:
     return cast(Condition, StateItem.queued_job_id.does_not_exist() | (StateItem.queued_at < now - claim_ttl_seconds))
+
+
+def _still_due_at(next_sync_at: float) -> Condition:
+    """The schedule decided on this due time; a sync since then moved it, and the claim is moot."""
+    return cast(Condition, StateItem.next_sync_at == next_sync_at)
 
 
 def _past_cooldown(now: float, cooldown_seconds: float) -> Condition:
@@ -198,6 +208,7 @@ def _connection_from_item(item: ConnectionItem) -> Connection:
         settings=json.loads(item.settings_json or "{}"),
         status=ConnectionStatus(item.status),
         status_reason=item.status_reason,
+        auth_failures=int(item.auth_failures or 0),
         created_at=float(item.created_at),
         updated_at=float(item.updated_at),
     )
@@ -260,6 +271,7 @@ class DynamoStore:
             settings_json=json.dumps(dict(connection.settings)),
             status=connection.status.value,
             status_reason=connection.status_reason,
+            auth_failures=connection.auth_failures,
             created_at=connection.created_at,
             updated_at=connection.updated_at,
         ).save()
@@ -423,12 +435,13 @@ class DynamoStore:
             if not _condition_failed(exc):
                 raise
 
-    def ensure_dataset(self, key: DatasetKey, provider: str) -> None:
+    def ensure_dataset(self, key: DatasetKey, provider: str, next_sync_at: float | None = None) -> None:
         """Create the dataset's state item, but only while its connection exists.
 
         One transaction: a ConditionCheck on the connection item and a put that
         never overwrites. Everything else requires the state item to exist, so a
-        sync racing a DELETE cannot bring the dataset back.
+        sync racing a DELETE cannot bring the dataset back. ``next_sync_at`` puts a
+        scheduled data type on the schedule (``None``: on demand only).
         """
         state = StateItem(
             key.dataset_id,
@@ -438,6 +451,8 @@ class DynamoStore:
             connection_id=key.connection_id,
             data_type=key.data_type,
             provider=provider,
+            schedule_shard=schedule_shard(key.dataset_id),
+            next_sync_at=next_sync_at,
         )
         for _ in range(_ENSURE_ATTEMPTS):
             try:
@@ -511,12 +526,20 @@ class DynamoStore:
         )
         self._update_as_owner(key, owner, actions)
 
-    def finish_failure(self, key: DatasetKey, owner: str, now: float, *, run_id: str, error: str) -> None:
-        """Keep the checkpoint: the next attempt resumes where this one stopped."""
+    def finish_failure(
+        self, key: DatasetKey, owner: str, now: float, *, run_id: str, error: str, next_sync_at: float | None
+    ) -> None:
+        """Keep the checkpoint: the next attempt resumes where this one stopped.
+
+        ``next_sync_at`` is the schedule's retry time (backed off), or ``None`` for on-demand data.
+        """
         self._update_as_owner(
             key,
             owner,
             [
+                StateItem.next_sync_at.set(next_sync_at)
+                if next_sync_at is not None
+                else StateItem.next_sync_at.remove(),
                 StateItem.lease_owner.remove(),
                 StateItem.lease_expires_at.remove(),
                 StateItem.queued_job_id.remove(),
@@ -542,6 +565,17 @@ class DynamoStore:
                 StateItem.queued_at.set(now),
             ],
         )
+
+    def release_lease(self, key: DatasetKey, owner: str, *, drop_claim: bool) -> None:
+        """Give the lease back without a run (a deferred start). The job's claim stays unless ``drop_claim``."""
+        actions: list[Any] = [
+            StateItem.lease_owner.remove(),
+            StateItem.lease_expires_at.remove(),
+            StateItem.status.set(DatasetStatus.IDLE.value),
+        ]
+        if drop_claim:
+            actions += [StateItem.queued_job_id.remove(), StateItem.queued_at.remove()]
+        self._update_as_owner(key, owner, actions)
 
     def _update_as_owner(self, key: DatasetKey, owner: str, actions: list[Any]) -> None:
         """Every write a lease holder makes (renew, checkpoint, release) goes through here."""
@@ -711,41 +745,239 @@ class DynamoStore:
             return None
         return _run_from_item(item, key)
 
-    # --- manual refresh throttle ---------------------------------------------
+    # --- shared limits: buckets, breakers, slots, scheduler --------------------
 
-    def take_token(self, bucket_key: str, bucket: Bucket, now: float) -> float | None:
-        """Take one token from a shared bucket; ``None`` when granted, else seconds until one is free.
+    def update_shared(
+        self,
+        pk: str,
+        decide: Callable[[LimitItem | None], tuple[T, list[Any] | None]],
+        *,
+        attempts: int = _SHARED_STATE_ATTEMPTS,
+    ) -> T:
+        """Read-decide-write on one shared item, guarded by its ``version`` (optimistic concurrency).
 
-        Optimistic concurrency: the write is conditioned on the ``version`` that was read,
-        so two Lambdas cannot both spend the same token; the loser re-reads and retries.
+        ``decide`` gets the item as it is (``None`` if absent) and returns the answer plus the
+        update actions, or ``None`` for "nothing to write". Two Lambdas can never both act on
+        the same version: the loser re-reads and decides again.
         """
-        handle = LimitItem(bucket_key)
-        for _ in range(_TOKEN_ATTEMPTS):
-            tokens: float | None = None
-            updated_at: float | None = None
-            version: int | None = None
-            with contextlib.suppress(LimitItem.DoesNotExist):
-                current = LimitItem.get(bucket_key, consistent_read=True)
-                tokens, updated_at = current.tokens, current.updated_at
-                version = None if current.version is None else int(current.version)
-            result = take(bucket, tokens, updated_at, now)
-            if not result.granted:
-                return result.retry_after_seconds
+        handle = LimitItem(pk)
+        for _ in range(attempts):
+            current: LimitItem | None
+            try:
+                current = LimitItem.get(pk, consistent_read=True)
+            except LimitItem.DoesNotExist:
+                current = None
+            version = None if current is None or current.version is None else int(current.version)
+            result, actions = decide(current)
+            if actions is None:
+                return result
             unchanged = LimitItem.version.does_not_exist() if version is None else LimitItem.version == version
             try:
-                handle.update(
-                    actions=[
-                        LimitItem.tokens.set(result.tokens_after),
-                        LimitItem.updated_at.set(now),
-                        LimitItem.version.set((version or 0) + 1),
-                    ],
-                    condition=unchanged,
-                )
-                return None
+                handle.update(actions=[*actions, LimitItem.version.set((version or 0) + 1)], condition=unchanged)
+                return result
             except UpdateError as exc:
                 if not _condition_failed(exc):
                     raise
-        raise StoreBusyError("too many concurrent requests for the same limit; try again")
+        raise StoreBusyError("too many concurrent writers on the same shared limit; try again")
+
+    def update_shared_json(
+        self,
+        pk: str,
+        decide: Callable[[dict[str, Any] | None], tuple[T, dict[str, Any] | None]],
+        *,
+        attempts: int = _SHARED_STATE_ATTEMPTS,
+    ) -> T:
+        """``update_shared`` for state kept as one JSON document (breakers, slots, the scheduler)."""
+
+        def on_item(item: LimitItem | None) -> tuple[T, list[Any] | None]:
+            current = json.loads(item.data_json) if item is not None and item.data_json else None
+            result, changed = decide(current)
+            if changed is None:
+                return result, None
+            return result, [LimitItem.data_json.set(json.dumps(changed, separators=(",", ":")))]
+
+        return self.update_shared(pk, on_item, attempts=attempts)
+
+    def get_shared_json(self, pk: str) -> dict[str, Any] | None:
+        try:
+            item = LimitItem.get(pk, consistent_read=True)
+        except LimitItem.DoesNotExist:
+            return None
+        return json.loads(item.data_json) if item.data_json else None
+
+    def get_shared_many(self, pks: Sequence[str]) -> dict[str, LimitItem]:
+        """Several shared items in one BatchGetItem (status pages, the tick's breaker check)."""
+        found: dict[str, LimitItem] = {}
+        for chunk in _chunks(list(dict.fromkeys(pks)), 100):
+            for item in LimitItem.batch_get(chunk):
+                found[item.pk] = item
+        return found
+
+    def take_token(
+        self, bucket_key: str, bucket: Bucket, now: float, *, attempts: int = _SHARED_STATE_ATTEMPTS
+    ) -> float | None:
+        """Take one token from a shared bucket; ``None`` when granted, else seconds until one is free."""
+
+        def decide(item: LimitItem | None) -> tuple[float | None, list[Any] | None]:
+            result = take(bucket, item.tokens if item else None, item.updated_at if item else None, now)
+            if not result.granted:
+                return result.retry_after_seconds, None
+            return None, [LimitItem.tokens.set(result.tokens_after), LimitItem.updated_at.set(now)]
+
+        return self.update_shared(bucket_key, decide, attempts=attempts)
+
+    def hold_bucket(self, bucket_key: str, until: float) -> None:
+        """Empty a bucket until ``until`` (a provider's Retry-After): every worker waits, not just the one told."""
+
+        def decide(item: LimitItem | None) -> tuple[None, list[Any] | None]:
+            if item is not None and item.updated_at is not None and item.updated_at >= until:
+                return None, None
+            return None, [LimitItem.tokens.set(0), LimitItem.updated_at.set(until)]
+
+        self.update_shared(bucket_key, decide)
+
+    # --- statistics ------------------------------------------------------------
+
+    def record_sync_stats(
+        self, scopes: Sequence[str], *, succeeded: bool, duration: float, error: str | None, now: float
+    ) -> None:
+        """Count one finished sync in each scope (the service, its provider). ADD needs no read."""
+        for scope in scopes:
+            actions: list[Any] = [
+                LimitItem.total_syncs.add(1),
+                LimitItem.duration_sum.add(round(duration, 3)),
+                LimitItem.last_duration.set(round(duration, 3)),
+                LimitItem.last_finished_at.set(now),
+            ]
+            if succeeded:
+                actions += [LimitItem.succeeded_syncs.add(1), LimitItem.consecutive_failures.set(0)]
+            else:
+                actions += [
+                    LimitItem.failed_syncs.add(1),
+                    LimitItem.consecutive_failures.add(1),
+                    LimitItem.last_error.set((error or "failed")[:500]),
+                    LimitItem.last_error_at.set(now),
+                ]
+            LimitItem(f"{STATS_KEY}#{scope}" if scope else STATS_KEY).update(actions=actions)
+
+    # --- the schedule --------------------------------------------------------
+
+    def due_datasets(self, shard: str, now: float, limit: int) -> list[DueDataset]:
+        """Datasets on one shard of the schedule index whose ``next_sync_at`` has come, oldest first."""
+        due: list[DueDataset] = []
+        for item in DatasetItem.by_next_sync.query(shard, DatasetItem.next_sync_at <= now, limit=limit):
+            if not isinstance(item, StateItem) or item.user_id is None or item.next_sync_at is None:
+                continue
+            due.append(
+                DueDataset(
+                    key=DatasetKey(item.user_id, item.connection_id, item.data_type),
+                    provider=item.provider,
+                    next_sync_at=float(item.next_sync_at),
+                    lease_expires_at=item.lease_expires_at,
+                    queued_job_id=item.queued_job_id,
+                    queued_at=item.queued_at,
+                )
+            )
+        return due
+
+    def claim_due(self, claims: Sequence[tuple[DueDataset, str]], now: float, claim_ttl_seconds: float) -> list[str]:
+        """Claim many due datasets for their scheduled jobs; returns the job ids whose claim was won.
+
+        One TransactWriteItems per 100 datasets (the tick's cost is per hundred, not per
+        dataset). Each update carries the same conditions as a reader's claim, plus "still
+        due at the time the planner saw": a dataset that got synced, leased, claimed or
+        deleted since the index was read is dropped from the transaction and the rest retried.
+        """
+        won: list[str] = []
+        for chunk in _chunks(list(claims), _TRANSACTION_ITEMS):
+            pending = list(chunk)
+            for _ in range(_CLAIM_ATTEMPTS):
+                if not pending:
+                    break
+                try:
+                    with TransactWrite(connection=shared_connection()) as transaction:
+                        for due, job_id in pending:
+                            transaction.update(
+                                _state_handle(due.key),
+                                actions=[StateItem.queued_job_id.set(job_id), StateItem.queued_at.set(now)],
+                                condition=_dataset_exists()
+                                & _lease_free(now)
+                                & _no_live_queue_claim(now, claim_ttl_seconds)
+                                & _still_due_at(due.next_sync_at),
+                            )
+                    won += [job_id for _, job_id in pending]
+                    break
+                except TransactWriteError as exc:
+                    reasons = exc.cancellation_reasons or []
+                    if len(reasons) != len(pending):
+                        raise
+                    # Drop the datasets whose condition failed; retry the rest (conflicts, or innocent bystanders).
+                    pending = [
+                        claim
+                        for claim, reason in zip(pending, reasons, strict=True)
+                        if reason is None or reason.code != "ConditionalCheckFailed"
+                    ]
+        return won
+
+    def set_schedule(self, keys: Iterable[DatasetKey], next_sync_at: float | None) -> None:
+        """Put datasets on the schedule (``next_sync_at``) or take them off it (``None``)."""
+        action = (
+            StateItem.next_sync_at.set(next_sync_at) if next_sync_at is not None else StateItem.next_sync_at.remove()
+        )
+        for key in keys:
+            try:
+                _state_handle(key).update(
+                    actions=[action, StateItem.schedule_shard.set(schedule_shard(key.dataset_id))],
+                    condition=_dataset_exists(),
+                )
+            except UpdateError as exc:
+                if not _condition_failed(exc):
+                    raise
+
+    # --- connection health -----------------------------------------------------
+
+    def record_auth_failure(self, connection: Connection, *, threshold: int, reason: str, now: float) -> bool:
+        """Count a provider 401/403 against the connection; ``True`` when this one made it NEEDS_REVIEW.
+
+        Conditioned on the connection being the one the sync used (same ``updated_at``):
+        a failure with credentials the user has since replaced does not count.
+        """
+        handle = ConnectionItem(connection.user_id, connection.connection_id)
+        same_version = (ConnectionItem.updated_at == connection.updated_at) & (
+            ConnectionItem.status == ConnectionStatus.ACTIVE.value
+        )
+        try:
+            handle.update(actions=[ConnectionItem.auth_failures.add(1)], condition=same_version)
+        except UpdateError as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        if int(handle.auth_failures or 0) < threshold:
+            return False
+        try:
+            handle.update(
+                actions=[
+                    ConnectionItem.status.set(ConnectionStatus.NEEDS_REVIEW.value),
+                    ConnectionItem.status_reason.set(reason[:500]),
+                    ConnectionItem.updated_at.set(now),
+                ],
+                condition=same_version,
+            )
+        except UpdateError as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        return True
+
+    def reset_auth_failures(self, connection: Connection) -> None:
+        try:
+            ConnectionItem(connection.user_id, connection.connection_id).update(
+                actions=[ConnectionItem.auth_failures.set(0)],
+                condition=ConnectionItem.updated_at == connection.updated_at,
+            )
+        except UpdateError as exc:
+            if not _condition_failed(exc):
+                raise
 
 
 __all__ = ["DatasetPage", "DynamoStore", "content_hash"]

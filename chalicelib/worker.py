@@ -54,3 +54,8 @@ def handle_sqs_batch(records: list[Any], context: Any) -> dict[str, Any]:
             log_crash(logger, f"job {message_id} failed", exc)
             failures.append({"itemIdentifier": message_id})
     return {"batchItemFailures": failures}
+
+
+def handle_tick() -> dict[str, Any]:
+    """The schedule's tick: plan and send this minute's jobs."""
+    return get_container().fanout.tick()

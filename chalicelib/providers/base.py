@@ -76,21 +76,38 @@ class ProviderError(SmartSyncError):
     status = 502
     code = "upstream_error"
 
-    def __init__(self, message: str, *, retryable: bool = True, status_code: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = True,
+        status_code: int | None = None,
+        retry_after_seconds: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.upstream_status = status_code
+        self.retry_after_seconds = retry_after_seconds
+        """How long the provider asked us to wait (``Retry-After`` or its reset header), if it said."""
 
 
 class ProviderRateLimitError(ProviderError):
     """The provider answered 429 Too Many Requests.
 
     Always retryable. ``retry_after`` is the raw ``Retry-After`` header (seconds
-    or an HTTP date, as the provider sent it) or ``None`` when there was none.
+    or an HTTP date, as the provider sent it) or ``None`` when there was none;
+    ``retry_after_seconds`` is the wait it (or the provider's reset header) means.
     """
 
-    def __init__(self, message: str, *, retry_after: str | None = None, status_code: int | None = 429) -> None:
-        super().__init__(message, retryable=True, status_code=status_code)
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: str | None = None,
+        retry_after_seconds: float | None = None,
+        status_code: int | None = 429,
+    ) -> None:
+        super().__init__(message, retryable=True, status_code=status_code, retry_after_seconds=retry_after_seconds)
         self.retry_after = retry_after
 
 

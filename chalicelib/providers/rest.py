@@ -15,6 +15,9 @@ JSON answer. ``docs/rest-provider.md`` documents every key; in short:
 - ``pagination`` (unset = one page per fetch): ``{"response_field": ..., "request_param": ...}``
 - ``incremental`` (unset = ``since`` is ignored, every run is a full pull): ``{"request_param": ...}``
 - ``default_headers`` (``{"Accept": "application/json"}``): merged over that default
+- ``rate_limit_reset_header`` (unset): the provider's own "when may I call again" header
+  (e.g. ``X-RateLimit-Reset``: epoch seconds or seconds from now), honoured like ``Retry-After``
+- ``limits`` (read by the registry, not here): ``requests_per_second``, ``burst``, ``max_concurrent_syncs``
 - ``data_types`` (required, non-empty): name -> ``{"path", "records_path" (""),
   "id_field" ("id"), "updated_at_field" (null), "deleted_field" (null), "policy" ({})}``
 
@@ -48,6 +51,7 @@ from chalicelib.providers.base import (
     ProviderTimeoutError,
     UpstreamRecord,
 )
+from chalicelib.retry import parse_reset_header, parse_retry_after
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_HEADERS: Mapping[str, str] = {"Accept": "application/json"}
@@ -65,6 +69,7 @@ _TOP_LEVEL_KEYS = frozenset(
         "pagination",
         "incremental",
         "default_headers",
+        "rate_limit_reset_header",
         "data_types",
     }
 )
@@ -122,6 +127,7 @@ class RestProviderConfig:
     pagination: PaginationConfig | None = None
     incremental: IncrementalConfig | None = None
     default_headers: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_HEADERS))
+    rate_limit_reset_header: str | None = None
 
 
 class _ConfigReader:
@@ -297,6 +303,7 @@ class _ConfigReader:
             pagination=self.pagination(raw.get("pagination")),
             incremental=self.incremental(raw.get("incremental")),
             default_headers=self.headers(raw.get("default_headers")),
+            rate_limit_reset_header=self.optional_text(raw.get("rate_limit_reset_header"), "rate_limit_reset_header"),
         )
         self.check_clashes(parsed)
         return parsed
@@ -414,7 +421,7 @@ class RestProvider:
 
         headers = self._headers(request, where)
         params = self._params(request)
-        body = self._get(self.config.base_url + spec.path, headers, params, timeout, where)
+        body = self._get(self.config.base_url + spec.path, headers, params, timeout, where, request.now_epoch)
         return self._page(body, spec, request, where)
 
     # -- extension points
@@ -462,7 +469,17 @@ class RestProvider:
             params[config.incremental.request_param] = request.since
         return params
 
-    def _get(self, url: str, headers: dict[str, str], params: dict[str, str], timeout: float, where: str) -> Any:
+    def _provider_wait(self, response: requests.Response, now: float) -> float | None:
+        """The longest wait the provider asked for, through ``Retry-After`` or its reset header."""
+        waits = [parse_retry_after(response.headers.get("Retry-After"), now)]
+        if self.config.rate_limit_reset_header:
+            waits.append(parse_reset_header(response.headers.get(self.config.rate_limit_reset_header), now))
+        known = [wait for wait in waits if wait is not None]
+        return max(known) if known else None
+
+    def _get(
+        self, url: str, headers: dict[str, str], params: dict[str, str], timeout: float, where: str, now: float
+    ) -> Any:
         # Exceptions are raised ``from None``: requests' own messages include the full
         # URL (page tokens, watermarks) and must not reach logs through the chain.
         try:
@@ -481,10 +498,17 @@ class RestProvider:
             raise ProviderAuthError(f"{where}: HTTP {status}, credentials rejected", status_code=status)
         if status == 429:
             raise ProviderRateLimitError(
-                f"{where}: HTTP 429, rate limited", retry_after=response.headers.get("Retry-After")
+                f"{where}: HTTP 429, rate limited",
+                retry_after=response.headers.get("Retry-After"),
+                retry_after_seconds=self._provider_wait(response, now),
             )
         if status >= 500:
-            raise ProviderError(f"{where}: HTTP {status}, upstream failure", retryable=True, status_code=status)
+            raise ProviderError(
+                f"{where}: HTTP {status}, upstream failure",
+                retryable=True,
+                status_code=status,
+                retry_after_seconds=self._provider_wait(response, now),
+            )
         if not 200 <= status < 300:
             raise ProviderError(f"{where}: HTTP {status}, request refused", retryable=False, status_code=status)
         try:

@@ -108,7 +108,7 @@ def test_deletions_apply_only_after_a_complete_full_pass(make_harness: Any) -> N
     def fail_page_two_once(request: FetchRequest) -> None:
         if request.page_token == "10" and failing.is_set():
             failing.clear()
-            raise ProviderError("simulated outage")
+            raise ProviderError("simulated outage", retryable=False)
 
     registry, _ = counting_demo(before_fetch=fail_page_two_once)
     harness = make_harness(registry=registry)

@@ -37,8 +37,22 @@ def test_template_tables_match_the_models(resource: str, model: type[Model], env
     # Then the deployed table has the same name, keys and indexes
     assert table["TableName"] == CONFIG["environment_variables"][env]
     assert _keys(table["KeySchema"]) == _keys(schema["key_schema"])
-    expected_indexes = {i["index_name"]: _keys(i["key_schema"]) for i in schema.get("global_secondary_indexes", [])}
-    deployed_indexes = {i["IndexName"]: _keys(i["KeySchema"]) for i in table.get("GlobalSecondaryIndexes", [])}
+    expected_indexes = {
+        i["index_name"]: (
+            _keys(i["key_schema"]),
+            i["projection"]["ProjectionType"],
+            sorted(i["projection"].get("NonKeyAttributes", [])),
+        )
+        for i in schema.get("global_secondary_indexes", [])
+    }
+    deployed_indexes = {
+        i["IndexName"]: (
+            _keys(i["KeySchema"]),
+            i["Projection"]["ProjectionType"],
+            sorted(i["Projection"].get("NonKeyAttributes", [])),
+        )
+        for i in table.get("GlobalSecondaryIndexes", [])
+    }
     assert deployed_indexes == expected_indexes
 
 
@@ -63,5 +77,6 @@ def test_iam_policy_covers_every_table_and_index() -> None:
     for name in ("CONNECTIONS", "DATASETS", "RUNS", "LIMITS"):
         table = CONFIG["environment_variables"][f"SMART_SYNC_{name}_TABLE"]
         assert f"arn:aws:dynamodb:*:*:table/{table}" in resources
-    assert "arn:aws:dynamodb:*:*:table/smart-sync-datasets/index/by_user" in resources
+    for index in ("by_user", "by_next_sync"):
+        assert f"arn:aws:dynamodb:*:*:table/smart-sync-datasets/index/{index}" in resources
     assert f"arn:aws:sqs:*:*:{CONFIG['environment_variables']['SMART_SYNC_QUEUE_NAME']}" in resources

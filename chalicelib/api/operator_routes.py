@@ -1,0 +1,36 @@
+"""Operator routes (operator token): the fan-out now, pause, resume, status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalice.app import Blueprint, Request
+
+from chalicelib.api.http import endpoint
+from chalicelib.container import Container
+
+operator_api = Blueprint(__name__)
+
+
+@operator_api.route("/sync/run", methods=["POST"])
+@endpoint(operator_api, auth="operator")
+def run_fanout(container: Container, request: Request) -> dict[str, Any]:
+    return container.operator.run_now()
+
+
+@operator_api.route("/sync/pause", methods=["POST"])
+@endpoint(operator_api, auth="operator")
+def pause_schedule(container: Container, request: Request) -> dict[str, Any]:
+    return container.operator.pause()
+
+
+@operator_api.route("/sync/resume", methods=["POST"])
+@endpoint(operator_api, auth="operator")
+def resume_schedule(container: Container, request: Request) -> dict[str, Any]:
+    return container.operator.resume()
+
+
+@operator_api.route("/sync/status", methods=["GET"])
+@endpoint(operator_api, auth="operator")
+def service_status(container: Container, request: Request) -> dict[str, Any]:
+    return container.operator.status()

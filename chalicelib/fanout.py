@@ -1,0 +1,194 @@
+"""The scheduled fan-out: find due datasets through the sharded index, plan, claim, send to SQS.
+
+A tick never scans the table and never writes per dataset: one Query per shard, one
+TransactWriteItems per 100 claims, one SendMessageBatch per 10 jobs. Claims make a
+double-fired tick (EventBridge delivers at least once) or a manual ``POST /sync/run``
+racing the schedule harmless: a dataset is claimed by one of them only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from chalicelib.breaker import admit
+from chalicelib.clock import Clock
+from chalicelib.config import Settings
+from chalicelib.domain import Trigger
+from chalicelib.engine import new_run_id
+from chalicelib.guard import ProviderGuard
+from chalicelib.jobs import Job, JobQueue
+from chalicelib.providers import ProviderRegistry
+from chalicelib.reads import PolicyResolver
+from chalicelib.schedule import (
+    TICK_INTERVAL_SECONDS,
+    DueDataset,
+    ProviderGate,
+    all_shards,
+    plan_tick,
+)
+from chalicelib.store import DynamoStore
+
+logger = logging.getLogger(__name__)
+
+SCHEDULER_KEY = "scheduler"
+_PARALLEL_CALLS = 8
+_CLAIM_CHUNK = 100
+# Let a provider's tick quota cover a bit more than its rate can serve before the next tick.
+_QUOTA_HEADROOM = 1.5
+
+
+@dataclass(frozen=True)
+class SchedulerState:
+    paused: bool = False
+    changed_at: float | None = None
+    """When it was last paused or resumed."""
+    first_seen_at: float | None = None
+    last_tick_at: float | None = None
+    last_tick: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> SchedulerState:
+        return cls(**raw) if raw else cls()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class FanOut:
+    def __init__(
+        self,
+        store: DynamoStore,
+        registry: ProviderRegistry,
+        policies: PolicyResolver,
+        guard: ProviderGuard,
+        queue: JobQueue,
+        clock: Clock,
+        settings: Settings,
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self._policies = policies
+        self._guard = guard
+        self._queue = queue
+        self._clock = clock
+        self._settings = settings
+
+    # --- scheduler state -------------------------------------------------------
+
+    def state(self) -> SchedulerState:
+        return SchedulerState.from_dict(self._store.get_shared_json(SCHEDULER_KEY))
+
+    def set_paused(self, paused: bool) -> SchedulerState:
+        now = self._clock.now()
+
+        def decide(current: dict[str, Any] | None) -> tuple[SchedulerState, dict[str, Any] | None]:
+            state = SchedulerState.from_dict(current)
+            if state.paused == paused and current is not None:
+                return state, None
+            changed = replace(state, paused=paused, changed_at=now, first_seen_at=state.first_seen_at or now)
+            return changed, changed.to_dict()
+
+        state = self._store.update_shared_json(SCHEDULER_KEY, decide)
+        logger.warning("scheduler %s", "paused" if paused else "resumed")
+        return state
+
+    def _record_tick(self, summary: dict[str, Any], now: float) -> None:
+        def decide(current: dict[str, Any] | None) -> tuple[None, dict[str, Any]]:
+            state = SchedulerState.from_dict(current)
+            ticked = replace(state, last_tick_at=now, last_tick=summary, first_seen_at=state.first_seen_at or now)
+            return None, ticked.to_dict()
+
+        self._store.update_shared_json(SCHEDULER_KEY, decide)
+
+    # --- the tick --------------------------------------------------------------
+
+    def tick(self, *, trigger: str = "schedule") -> dict[str, Any]:
+        """Queue a sync for every due dataset the plan allows; returns what it did."""
+        now = self._clock.now()
+        state = self.state()
+        summary: dict[str, Any] = {"trigger": trigger, "due": 0, "queued": 0, "skipped": {}}
+        if state.paused:
+            summary["skipped"] = {"service_paused": "all"}
+            self._record_tick(summary, now)
+            return summary
+        gates = self._gates(now)
+        candidates = self._due(now)
+        plan = plan_tick(
+            candidates,
+            now,
+            paused=False,
+            gates=gates,
+            on_demand=self._on_demand(),
+            claim_ttl_seconds=self._settings.queue_claim_ttl_seconds,
+        )
+        jobs = [
+            (due, Job(key=due.key, run_id=new_run_id(now), trigger=Trigger.SCHEDULE, created_at=now))
+            for due in plan.jobs
+        ]
+        chunks = [jobs[start : start + _CLAIM_CHUNK] for start in range(0, len(jobs), _CLAIM_CHUNK)]
+        skipped = Counter(plan.skipped)
+        queued = 0
+        with ThreadPoolExecutor(max_workers=_PARALLEL_CALLS) as pool:
+            for sent, lost_claims, unsent in pool.map(lambda chunk: self._claim_and_send(chunk, now), chunks):
+                queued += sent
+                skipped["claimed_elsewhere"] += lost_claims
+                skipped["queue_unavailable"] += unsent
+        summary.update(
+            due=len(candidates),
+            queued=queued,
+            skipped={reason: count for reason, count in sorted(skipped.items()) if count},
+            duration_seconds=round(self._clock.now() - now, 3),
+        )
+        self._record_tick(summary, now)
+        logger.info("tick: %s", summary)
+        return summary
+
+    def _gates(self, now: float) -> dict[str, ProviderGate]:
+        """Per provider: closed, probing (one job) or open (none), and a quota its rate can serve."""
+        providers = self._registry.names()
+        not_closed = self._guard.open_breakers(providers, now)
+        config = self._guard.breaker_config
+        gates: dict[str, ProviderGate] = {}
+        for provider in providers:
+            limits = self._registry.limits(provider)
+            quota = max(1, math.ceil(limits.requests_per_second * TICK_INTERVAL_SECONDS * _QUOTA_HEADROOM))
+            breaker = not_closed.get(provider)
+            if breaker is None:
+                gates[provider] = ProviderGate(max_jobs=quota)
+            elif admit(breaker, "schedule", now, config).allowed:
+                gates[provider] = ProviderGate(probe_only=True)
+            else:
+                gates[provider] = ProviderGate(breaker_open=True)
+        return gates
+
+    def _on_demand(self) -> frozenset[tuple[str, str]]:
+        return frozenset(
+            (provider, data_type)
+            for provider in self._registry.names()
+            for data_type in self._policies.data_types(provider)
+            if self._policies.policy(provider, data_type).schedule_every_seconds is None
+        )
+
+    def _due(self, now: float) -> list[DueDataset]:
+        per_shard = math.ceil(self._settings.max_jobs_per_tick / len(all_shards()))
+        with ThreadPoolExecutor(max_workers=_PARALLEL_CALLS) as pool:
+            pages = pool.map(lambda shard: self._store.due_datasets(shard, now, per_shard), all_shards())
+            return [due for page in pages for due in page]
+
+    def _claim_and_send(self, chunk: Sequence[tuple[DueDataset, Job]], now: float) -> tuple[int, int, int]:
+        won = set(
+            self._store.claim_due(
+                [(due, job.run_id) for due, job in chunk], now, self._settings.queue_claim_ttl_seconds
+            )
+        )
+        claimed = [job for _, job in chunk if job.run_id in won]
+        unsent = self._queue.send_many(claimed)
+        for job in unsent:
+            self._store.release_queue_claim(job.key, job.run_id)
+        return len(claimed) - len(unsent), len(chunk) - len(claimed), len(unsent)
