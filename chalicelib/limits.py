@@ -76,4 +76,4 @@ def take_slot(holders: Mapping[str, float], owner: str, capacity: int, now: floa
     if owner in live or len(live) < capacity:
         live[owner] = now + ttl_seconds
         return SlotTake(True, live, 0.0)
-    return SlotTake(False, live, max(0.0, min(live.values()) - now))
+    return SlotTake(False, live, max(0.0, min(live.values(), default=now) - now))

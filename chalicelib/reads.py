@@ -173,14 +173,17 @@ class DatasetReader:
             answer.background_sync = decision.sync_in_progress or decision.sync_queued
             return answer.from_cache()
 
+        # Past the fresh tier every answer may involve the provider: name its outage if it has one.
+        outage = self._outage(state.provider, now)
         if decision.action is ReadAction.SERVE_CACHE_BACKING_OFF:
+            if outage is not None:
+                return answer.provider_down(*outage)
             retry = int(decision.retry_after_seconds or 0) + 1
             return answer.after_failure(state.last_error or "the last sync failed", retry_after=retry)
 
         connection = connection or self._require_connection(key)
         if connection.status is not ConnectionStatus.ACTIVE:
             return answer.connection_inactive(connection)
-        outage = self._outage(state.provider, now)
         if outage is not None:
             return answer.provider_down(*outage)
 

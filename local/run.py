@@ -7,7 +7,9 @@ What it starts, all bound to 127.0.0.1:
 - ``chalice local --stage dev`` on ``--port`` (8000) as a child process, pointed at that moto server;
 - a worker thread that long-polls the queue and calls ``app.sync_worker`` with a Lambda-shaped SQS
   event, exactly the handler the cloud invokes, and acknowledges what it did not report as failed;
-- ``schedule_loop``: the slot for the EventBridge schedule (a no-op today).
+- ``schedule_loop``: what the EventBridge rule does. A thread that calls ``app.sync_schedule`` with a
+  scheduled-event-shaped dict, exactly the handler the cloud invokes, 2 s after the banner and then every
+  ``TICK_INTERVAL_SECONDS`` (``--tick-seconds`` to watch it faster); one ``tick:`` line per tick.
 
 Ctrl-C or SIGTERM stops everything. ``--smoke`` starts everything, checks it end to end, stops and exits
 0 (or 1 on failure): that is how CI proves ``make run`` works.
@@ -19,6 +21,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -52,6 +55,9 @@ DEMO_MAX_STALENESS_SECONDS = 120
 # Redelivery delay for jobs the worker reports as failed (the cloud queue uses the Lambda timeout or more).
 VISIBILITY_TIMEOUT_SECONDS = 10
 HEALTH_TIMEOUT_SECONDS = 30.0
+# The first tick comes soon after the banner, so a new user sees the demo datasets refresh on their own.
+FIRST_TICK_DELAY_SECONDS = 2.0
+SCHEDULE_FUNCTION = "sync_schedule"
 
 logger = logging.getLogger("local.run")
 
@@ -310,9 +316,97 @@ class QueueWorker:
             logger.info("worker: done   %s (batch of %d, %.1fs)", what, len(messages), elapsed)
 
 
-def schedule_loop(stop: threading.Event) -> None:
-    """Slot for the EventBridge schedule: a later issue fires the schedule handler from here. No-op today."""
-    return
+# --- schedule: EventBridge -> the Lambda handler ---------------------------------------------------------------
+
+
+def scheduled_event(rule_arn: str, now: float) -> dict[str, Any]:
+    """The event EventBridge sends a rate rule's target (what chalice turns into a ``CloudWatchEvent``)."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT_ID,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+        "region": REGION,
+        "resources": [rule_arn],
+        "detail": {},
+    }
+
+
+def describe_tick(summary: Any) -> str:
+    """One line for a tick's summary: ``tick: 9 due, 7 queued; skipped already_queued 2``."""
+    if not isinstance(summary, dict):
+        return f"tick: sync_schedule returned {summary!r}"
+    skipped = summary.get("skipped") or {}
+    if isinstance(skipped, dict) and "service_paused" in skipped:
+        return "tick: scheduler paused, nothing queued (POST /sync/resume resumes it)"
+    line = f"tick: {summary.get('due', '?')} due, {summary.get('queued', '?')} queued"
+    if isinstance(skipped, dict) and skipped:
+        line += "; skipped " + ", ".join(f"{reason} {count}" for reason, count in skipped.items())
+    return line
+
+
+class ScheduleTicker:
+    """What the EventBridge rule does for the schedule Lambda: one scheduled event per tick."""
+
+    def __init__(
+        self,
+        handler: Callable[[dict[str, Any], Any], Any],
+        function_name: str,
+        rule_arn: str,
+        timeout_seconds: int,
+    ) -> None:
+        self._handler = handler
+        self._function_name = function_name
+        self._rule_arn = rule_arn
+        self._timeout_seconds = timeout_seconds
+        self._lock = threading.Lock()
+        self.summaries: list[Any] = []
+        """What each tick that returned returned (the smoke test waits on this)."""
+
+    def fire(self) -> Any:
+        """One tick through the handler; logs its line. A raising handler is logged, not raised."""
+        now = time.time()
+        context = LocalLambdaContext(
+            function_name=self._function_name,
+            aws_request_id=str(uuid.uuid4()),
+            deadline=now + self._timeout_seconds,
+            invoked_function_arn=f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{self._function_name}",
+            log_group_name=f"/aws/lambda/{self._function_name}",
+        )
+        try:
+            summary = self._handler(scheduled_event(self._rule_arn, now), context)
+        except Exception:
+            logger.exception("tick: %s raised; the next tick tries again", SCHEDULE_FUNCTION)
+            return None
+        with self._lock:
+            self.summaries.append(summary)
+        logger.info(describe_tick(summary))
+        return summary
+
+
+def schedule_loop(
+    stop: threading.Event,
+    tick: Callable[[], object],
+    interval_seconds: float,
+    first_delay_seconds: float = FIRST_TICK_DELAY_SECONDS,
+) -> None:
+    """Call ``tick`` after ``first_delay_seconds``, then every ``interval_seconds`` until ``stop`` is set.
+
+    A fixed rate, like EventBridge: a slow tick does not push the next ones back, and ticks missed while
+    one ran long (or the laptop slept) are dropped, not fired in a burst.
+    """
+    next_at = time.monotonic() + min(first_delay_seconds, interval_seconds)
+    while not stop.wait(max(0.0, next_at - time.monotonic())):
+        try:
+            tick()
+        except Exception:  # never let one tick end the schedule
+            logger.exception("tick: failed; the next tick tries again")
+        next_at += interval_seconds
+        now = time.monotonic()
+        if next_at <= now:
+            next_at += (math.floor((now - next_at) / interval_seconds) + 1) * interval_seconds
 
 
 # --- chalice local ----------------------------------------------------------------------------------------------
@@ -422,7 +516,9 @@ def demo_tiers(settings: Any) -> str:
     return f"fresh < {policy.cooldown_seconds}s, stale < {policy.max_staleness_seconds}s, expired after"
 
 
-def banner(base_url: str, aws_endpoint: str, user_token: str, operator_token: str, tiers: str) -> str:
+def banner(
+    base_url: str, aws_endpoint: str, user_token: str, operator_token: str, tiers: str, tick_seconds: float
+) -> str:
     auth = '-H "Authorization: Bearer {}"'
     data = f"{base_url}/users/{DEMO_USER}/connections/demo/data/recovery"
     return "\n".join(
@@ -438,15 +534,56 @@ def banner(base_url: str, aws_endpoint: str, user_token: str, operator_token: st
             f"  curl -s {auth.format(user_token)} {base_url}/users/{DEMO_USER}/sync-status",
             "Force refresh:",
             f"  curl -s {auth.format(user_token)} '{data}?force_refresh=true'",
+            "Schedule status (operator):",
+            f"  curl -s {auth.format(operator_token)} {base_url}/sync/status",
+            "Fan out now (operator):",
+            f"  curl -s -X POST {auth.format(operator_token)} {base_url}/sync/run",
             "",
             f"API {base_url} (chalice local) | AWS {aws_endpoint} (moto) | worker: in this process",
+            f"Schedule: {SCHEDULE_FUNCTION} every {tick_seconds:g}s in this process, first tick in "
+            f"{min(FIRST_TICK_DELAY_SECONDS, tick_seconds):g}s",
             "Ctrl-C stops everything.",
         ]
     )
 
 
-def smoke_check(base_url: str, user_token: str, worker: QueueWorker) -> bool:
-    """One authenticated read (inline sync) and one queued job through SQS and the worker thread."""
+def _get_json(url: str, token: str, timeout: float = 30) -> tuple[int, Any]:
+    import requests
+
+    response = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+    try:
+        return response.status_code, response.json()
+    except ValueError:
+        return response.status_code, response.text.strip()
+
+
+def _synced_at(sync_status: Any, connection_id: str) -> dict[str, str | None]:
+    """``{data_type: last_sync_at}`` of one connection's scheduled data types in a sync-status answer."""
+    if not isinstance(sync_status, dict):
+        return {}
+    for connection in sync_status.get("connections", []):
+        if connection.get("connection_id") == connection_id:
+            return {
+                data_type: dataset.get("last_sync_at")
+                for data_type, dataset in connection.get("datasets", {}).items()
+                if dataset.get("schedule_every_seconds") is not None
+            }
+    return {}
+
+
+def smoke_check(
+    base_url: str,
+    user_token: str,
+    operator_token: str,
+    worker: QueueWorker,
+    ticker: ScheduleTicker,
+    start_schedule: Callable[[], None],
+) -> bool:
+    """An inline read, a queued job through SQS and the worker, the operator status, then one scheduled tick.
+
+    The schedule starts only after the first two checks, so they never race a tick; its first tick then
+    must get a scheduled dataset of the demo user that nothing else touched synced by the worker.
+    """
     import requests
 
     headers = {"Authorization": f"Bearer {user_token}"}
@@ -473,7 +610,44 @@ def smoke_check(base_url: str, user_token: str, worker: QueueWorker) -> bool:
             worker_ok = any('"data_type":"sleep"' in b for b in list(worker.acknowledged))
             time.sleep(0.2)
     say(f"smoke: worker handled the queued job: {'yes' if worker_ok else 'NO'}")
-    return read_ok and worker_ok
+
+    code, status = _get_json(f"{base_url}/sync/status", operator_token)
+    running = status.get("status") if isinstance(status, dict) else None
+    say(f"smoke: GET /sync/status (operator) -> {code}: status {running or status}")
+    status_ok = code == 200 and running == "running"
+    code, denied = _get_json(f"{base_url}/sync/status", user_token)
+    say(f"smoke: GET /sync/status (user) -> {code}: {denied}")
+    status_ok = status_ok and code == 403
+
+    return read_ok and worker_ok and status_ok and _smoke_tick(base_url, user_token, ticker, start_schedule)
+
+
+def _smoke_tick(base_url: str, user_token: str, ticker: ScheduleTicker, start_schedule: Callable[[], None]) -> bool:
+    status_url = f"{base_url}/users/{DEMO_USER}/sync-status"
+    code, before = _get_json(status_url, user_token)
+    waiting = sorted(data_type for data_type, at in _synced_at(before, "demo").items() if at is None)
+    if code != 200 or not waiting:
+        say(f"smoke: no never-synced scheduled dataset of {DEMO_USER}/demo to watch ({code}: {before})")
+        return False
+    start_schedule()
+    deadline = time.monotonic() + FIRST_TICK_DELAY_SECONDS + 15
+    while time.monotonic() < deadline and not ticker.summaries:
+        time.sleep(0.2)
+    summary = ticker.summaries[0] if ticker.summaries else None
+    say(f"smoke: schedule fired: {describe_tick(summary) if summary is not None else 'NO'}")
+    if not isinstance(summary, dict) or not summary.get("queued"):
+        return False
+    synced: dict[str, str | None] = {}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        code, after = _get_json(status_url, user_token)
+        synced = {data_type: at for data_type, at in _synced_at(after, "demo").items() if data_type in waiting and at}
+        if synced:
+            break
+        time.sleep(1.0)
+    shown = ", ".join(f"demo/{data_type} at {at}" for data_type, at in sorted(synced.items())) or "NO"
+    say(f"smoke: scheduled sync of {DEMO_USER} ({', '.join(waiting)} never synced before): {shown}")
+    return bool(synced)
 
 
 # --- main ---------------------------------------------------------------------------------------------------
@@ -491,8 +665,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="keep the providers' own cooldown/staleness instead of the short demo tiers",
     )
+    parser.add_argument(
+        "--tick-seconds",
+        type=_positive_seconds,
+        default=None,
+        help="fire the schedule every N seconds (default: TICK_INTERVAL_SECONDS, the deployed rate)",
+    )
     parser.add_argument("--verbose", action="store_true", help="also show the app's own INFO logs from the worker")
     return parser.parse_args(argv)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds above 0")
+    return value
 
 
 class _SayHandler(logging.Handler):
@@ -568,7 +758,8 @@ def main(argv: list[str] | None = None) -> int:
         import boto3
 
         from app import app as chalice_app
-        from app import sync_worker
+        from app import sync_schedule, sync_worker
+        from chalicelib.schedule import TICK_INTERVAL_SECONDS
 
         configure_logging(args.verbose)
 
@@ -582,11 +773,24 @@ def main(argv: list[str] | None = None) -> int:
             timeout_seconds=_lambda_timeout_seconds(args.stage, function_name),
             stop=stop,
         )
-        threads = [
-            threading.Thread(target=worker.run, name="sqs-worker", daemon=True),
-            threading.Thread(target=schedule_loop, args=(stop,), name="schedule", daemon=True),
-        ]
-        for thread in threads:
+        threads = [threading.Thread(target=worker.run, name="sqs-worker", daemon=True)]
+        threads[0].start()
+
+        schedule_name = f"{chalice_app.app_name}-{args.stage}-{SCHEDULE_FUNCTION}"
+        ticker = ScheduleTicker(
+            handler=cast(Callable[[dict[str, Any], Any], Any], sync_schedule),
+            function_name=schedule_name,
+            # The rule `chalice deploy` creates for a scheduled function.
+            rule_arn=f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/{schedule_name}-event",
+            timeout_seconds=_lambda_timeout_seconds(args.stage, SCHEDULE_FUNCTION),
+        )
+        tick_seconds = float(args.tick_seconds or TICK_INTERVAL_SECONDS)
+
+        def start_schedule() -> None:
+            thread = threading.Thread(
+                target=schedule_loop, args=(stop, ticker.fire, tick_seconds), name="schedule", daemon=True
+            )
+            threads.append(thread)
             thread.start()
 
         chalice = start_chalice(args.port, args.stage, args.autoreload)
@@ -600,17 +804,20 @@ def main(argv: list[str] | None = None) -> int:
         now = time.time()
         user_token = issue_token(settings, DEMO_USER, now, ttl_seconds=TOKEN_TTL_SECONDS)
         operator_token = issue_token(settings, OPERATOR_SUBJECT, now, operator=True, ttl_seconds=TOKEN_TTL_SECONDS)
-        say("\n" + banner(base_url, endpoint, user_token, operator_token, demo_tiers(settings)) + "\n")
+        tiers = demo_tiers(settings)
+        say("\n" + banner(base_url, endpoint, user_token, operator_token, tiers, tick_seconds) + "\n")
 
         if args.smoke:
             try:
-                exit_code = 0 if smoke_check(base_url, user_token, worker) else 1
+                passed = smoke_check(base_url, user_token, operator_token, worker, ticker, start_schedule)
+                exit_code = 0 if passed else 1
             except OSError as exc:  # requests' errors are OSErrors: the API did not answer
                 say(f"smoke: request failed: {exc}")
                 exit_code = 1
             say(f"smoke: {'OK' if exit_code == 0 else 'FAILED'}")
             return exit_code
 
+        start_schedule()  # after the banner, so the first tick's line follows it
         while not stop.wait(0.5):
             if chalice.poll() is not None:
                 print(f"chalice local exited with code {chalice.returncode}; stopping", file=sys.stderr, flush=True)
@@ -624,7 +831,7 @@ def main(argv: list[str] | None = None) -> int:
         for thread in threads:
             thread.join(timeout=15)
         moto.stop()
-        say("stopped: chalice local, worker, moto")
+        say("stopped: chalice local, worker, schedule, moto")
 
 
 if __name__ == "__main__":

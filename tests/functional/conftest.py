@@ -67,9 +67,36 @@ class Harness:
                 self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
 
     def deliver(self, bodies: list[str]) -> Any:
-        """Invoke the worker Lambda the way SQS would."""
+        """Invoke the worker Lambda the way SQS would.
+
+        chalice.test gives every record the same messageId; SQS never does, and partial batch
+        failures are reported by messageId, so each record gets its own (``msg-0``, ``msg-1``...).
+        """
         event = self.client.events.generate_sqs_event(message_bodies=bodies, queue_name=JOB_QUEUE_NAME)
+        for index, record in enumerate(event["Records"]):
+            record["messageId"] = f"msg-{index}"
         return self.client.lambda_.invoke("sync_worker", event)
+
+    def tick(self) -> dict[str, Any]:
+        """Fire the EventBridge schedule's Lambda once; returns its summary."""
+        event = self.client.events.generate_cw_event(
+            source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
+        )
+        result: dict[str, Any] = self.client.lambda_.invoke("sync_schedule", event).payload
+        return result
+
+    def operator(self, method: str, path: str) -> Any:
+        call = getattr(self.client.http, method.lower())
+        return call(path, headers=self.headers("ops", operator=True))
+
+    def sync_everything_due(self) -> dict[str, Any]:
+        """One tick, then the worker runs every job it queued."""
+        summary = self.tick()
+        bodies = self.queued_bodies()
+        if bodies:
+            payload = self.deliver(bodies).payload
+            assert payload == {"batchItemFailures": []}, payload
+        return summary
 
 
 def counting_demo(

@@ -21,9 +21,10 @@ from chalicelib.providers.base import (
     PolicyDefaults,
     ProviderAuthError,
     ProviderError,
+    ProviderRateLimitError,
     ProviderTimeoutError,
 )
-from chalicelib.providers.rest import ProviderRateLimitError, RestProvider
+from chalicelib.providers.rest import RestProvider
 
 BASE = "https://api.example.test/v1"
 SECRET = "s3cr3t-access-token-value"
