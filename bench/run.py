@@ -4,8 +4,18 @@ Everything runs in-process against moto (DynamoDB + SQS), through the real Chali
 routes (``chalice.test.Client``), so counts are exact and times are relative:
 
 1. DynamoDB requests per cached read (target 1, at most 2).
-2. Upstream fetches for 50 concurrent reads of an expired / never-synced dataset (target 1).
+2. Upstream fetches for 100 concurrent reads of an expired / never-synced dataset (target 1).
 3. Median handler time of a cached read vs one bare GetItem on the same backend.
+4. Fan-out of 1,000 connections against a loopback upstream enforcing R req/s: 429s (target 0),
+   requests served, completion time against the ideal N/R (``bench/fanout.py``).
+5. One tick over 10,000 due datasets: AWS API calls per dataset (target at most 0.15), wall time.
+
+Each benchmark gets its own moto state (``mock_aws``), tables, queue and container: the shared
+limits (provider token buckets) one benchmark leaves behind must not throttle the next.
+
+``python -m bench.run --only fanout,tick`` runs a subset (names: cached, concurrent, timing, fanout,
+tick); ``--cold`` races cold clients in 2; ``--fanout-rate/--fanout-burst/--fanout-workers/
+--fanout-connections`` change 4.
 """
 
 from __future__ import annotations
@@ -16,8 +26,8 @@ from local.offline import use_in_process_aws
 
 use_in_process_aws()  # before boto3 is imported anywhere
 
+import argparse  # noqa: E402
 import json  # noqa: E402
-import math  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -26,16 +36,26 @@ import time  # noqa: E402
 from collections import Counter  # noqa: E402
 from collections.abc import Callable, Iterator, Mapping, Sequence  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
-from dataclasses import dataclass, field, replace  # noqa: E402
+from dataclasses import dataclass, replace  # noqa: E402
 from importlib import metadata  # noqa: E402
 from typing import Any  # noqa: E402
 
 import boto3  # noqa: E402
 import botocore.client  # noqa: E402
 from chalice.test import Client  # noqa: E402
-from moto import mock_aws  # noqa: E402
 
-from app import JOB_QUEUE_NAME, app  # noqa: E402
+from app import app  # noqa: E402
+from bench.fanout import (  # noqa: E402
+    FANOUT_BURST,
+    FANOUT_CONNECTIONS,
+    FANOUT_RATE,
+    FANOUT_WORKERS,
+    bench_fanout,
+    bench_tick,
+    fresh_aws,
+    make_moto_transactions_item_scoped,
+)
+from bench.report import Table, ops_text, percentile  # noqa: E402
 from chalicelib.auth import authenticate, issue_token  # noqa: E402
 from chalicelib.clock import Clock, FakeClock, SystemClock  # noqa: E402
 from chalicelib.config import Settings  # noqa: E402
@@ -51,7 +71,7 @@ BENCH_SECRET = "bench-secret-that-is-long-enough-for-hs256"
 DATA_TYPE = "recovery"
 
 CACHED_READS = 200
-CONCURRENT_READERS = 50
+CONCURRENT_READERS = 100
 UPSTREAM_DELAY_SECONDS = 0.2
 TIMING_ITERATIONS = 300
 WARMUP_ITERATIONS = 20
@@ -146,13 +166,6 @@ def data_path(user_id: str, connection_id: str) -> str:
     return f"/users/{user_id}/connections/{connection_id}/data/{DATA_TYPE}"
 
 
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(pct / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
 def time_ms(fn: Callable[[], Any], iterations: int, warmup: int = WARMUP_ITERATIONS) -> list[float]:
     for _ in range(warmup):
         fn()
@@ -162,29 +175,6 @@ def time_ms(fn: Callable[[], Any], iterations: int, warmup: int = WARMUP_ITERATI
         fn()
         samples.append((time.perf_counter_ns() - start) / 1e6)
     return samples
-
-
-def ops_text(ops: Mapping[str, int], per: int = 1) -> str:
-    if not ops:
-        return "-"
-    return ", ".join(f"{name} {count / per:g}" for name, count in sorted(ops.items(), key=lambda kv: (-kv[1], kv[0])))
-
-
-@dataclass
-class Table:
-    title: str
-    rows: list[tuple[str, str, str]] = field(default_factory=list)
-
-    def add(self, metric: str, value: object, target: str = "") -> None:
-        self.rows.append((metric, str(value), target))
-
-    def render(self) -> str:
-        header = ("metric", "value", "target")
-        widths = [max(len(r[i]) for r in [header, *self.rows]) for i in range(3)]
-        line = "  ".join("-" * w for w in widths)
-        out = [f"== {self.title}", "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)), line]
-        out += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in self.rows]
-        return "\n".join(out)
 
 
 # --- 1. DynamoDB requests per cached read -------------------------------------------------------------
@@ -491,25 +481,66 @@ def machine_table(results: dict[str, Any]) -> Table:
     return table
 
 
+BENCHMARKS = ("cached", "concurrent", "timing", "fanout", "tick")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description="smart-sync performance numbers")
+    parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {BENCHMARKS}")
+    parser.add_argument("--cold", action="store_true", help="2: race cold PynamoDB clients")
+    parser.add_argument("--fanout-connections", type=int, default=FANOUT_CONNECTIONS)
+    parser.add_argument("--fanout-rate", type=float, default=FANOUT_RATE)
+    parser.add_argument("--fanout-burst", type=int, default=FANOUT_BURST)
+    parser.add_argument("--fanout-workers", type=int, default=FANOUT_WORKERS)
+    args = parser.parse_args(argv)
+    args.only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(args.only) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)} (known: {', '.join(BENCHMARKS)})")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    cold = "--cold" in args
+    args = parse_args(argv)
     started = time.perf_counter()
     results: dict[str, Any] = {}
     settings = Settings(jwt_secret=BENCH_SECRET, join_poll_interval_seconds=0.01)
     COUNTER.install()
+    make_moto_transactions_item_scoped()  # before the atomic patch, whose lock must cover it
+    make_moto_dynamodb_atomic()
     tables = [machine_table(results)]
-    with mock_aws():
-        sqs = boto3.client("sqs", region_name=settings.region)
-        queue_url = sqs.create_queue(QueueName=JOB_QUEUE_NAME)["QueueUrl"]
-        build_container(settings, clock=FakeClock(), registry=ProviderRegistry({"demo": DemoProvider()}))
-        create_tables()
-        try:
-            tables.append(bench_cached_read_requests(settings, results))
-            tables.append(bench_concurrent_reads(settings, sqs, queue_url, results, cold=cold))
-            tables.append(bench_cached_read_time(settings, results))
-        finally:
-            set_container(None)
+
+    def run(name: str, bench: Callable[[], Table]) -> None:
+        if name in args.only:
+            print(f"running {name}...", file=sys.stderr, flush=True)
+            tables.append(bench())
+
+    def in_fresh_aws(bench: Callable[[Any, str], Table]) -> Callable[[], Table]:
+        def go() -> Table:
+            with fresh_aws() as (sqs, queue_url):
+                build_container(settings, clock=FakeClock(), registry=ProviderRegistry({"demo": DemoProvider()}))
+                create_tables()
+                return bench(sqs, queue_url)
+
+        return go
+
+    run("cached", in_fresh_aws(lambda _sqs, _url: bench_cached_read_requests(settings, results)))
+    run(
+        "concurrent", in_fresh_aws(lambda sqs, url: bench_concurrent_reads(settings, sqs, url, results, cold=args.cold))
+    )
+    run("timing", in_fresh_aws(lambda _sqs, _url: bench_cached_read_time(settings, results)))
+    run(
+        "fanout",
+        lambda: bench_fanout(
+            settings,
+            results,
+            connections=args.fanout_connections,
+            rate=args.fanout_rate,
+            burst=args.fanout_burst,
+            workers=args.fanout_workers,
+        ),
+    )
+    run("tick", lambda: bench_tick(settings, results))
     results["elapsed_seconds"] = round(time.perf_counter() - started, 2)
     for table in tables:
         print(table.render())

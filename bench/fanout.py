@@ -1,0 +1,747 @@
+"""The scheduled fan-out at scale (``python -m bench.run --only fanout,tick``). A script's parts, not tests.
+
+4. Fan-out: N connections of a ``rest`` provider whose upstream is a loopback HTTP server that
+   enforces R requests/second itself (a token bucket, 429 + ``Retry-After: 1`` above it). One tick
+   queues every dataset; W worker threads play the SQS event source mapping (receive up to 10,
+   invoke ``app.sync_worker`` with a Lambda-shaped event, delete what it did not report as failed).
+   Reported: 429s received (target 0), requests served, and completion time against the ideal N/R.
+5. One tick over 10,000 due datasets: every AWS API call it makes (DynamoDB and SQS), per dataset
+   (target at most 0.15), and its wall time.
+
+Both run the real code paths in-process against moto (``mock_aws``) with the real ``SystemClock``.
+moto's ``TransactWriteItems`` deep-copies the whole table once per item it writes (for its rollback),
+which makes a 100-item claim on a 10,000-item table take minutes; ``make_moto_transactions_item_scoped``
+backs up only the items a transaction touches instead (same results, same rollback).
+"""
+
+from __future__ import annotations
+
+from local.offline import use_in_process_aws
+
+use_in_process_aws()  # before boto3 is imported anywhere
+
+import copy  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import math  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from collections import Counter  # noqa: E402
+from collections.abc import Callable, Iterator, Mapping, Sequence  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
+from pathlib import Path  # noqa: E402
+from types import TracebackType  # noqa: E402
+from typing import Any, cast  # noqa: E402
+
+import boto3  # noqa: E402
+import botocore.client  # noqa: E402
+from moto import mock_aws  # noqa: E402
+
+import chalicelib.fanout as fanout_module  # noqa: E402
+from app import JOB_QUEUE_NAME, app  # noqa: E402
+from bench.report import Table, ops_text  # noqa: E402
+from chalicelib.clock import SystemClock  # noqa: E402
+from chalicelib.config import DEFAULT_PROVIDERS_FILE, Settings  # noqa: E402
+from chalicelib.container import build_container, set_container  # noqa: E402
+from chalicelib.domain import DatasetKey  # noqa: E402
+from chalicelib.models import STATE_SORT_KEY, DatasetItem, StateItem, create_tables  # noqa: E402
+from chalicelib.providers import DEFAULT_LIMITS, ProviderRegistry, registry_from_config  # noqa: E402
+from chalicelib.schedule import TICK_INTERVAL_SECONDS, schedule_shard  # noqa: E402
+
+REGION = "us-east-1"
+# The worker Lambda's timeout in .chalice/config.json: the handler gets a context with this much time.
+LAMBDA_TIMEOUT_SECONDS = 300
+# Unacknowledged messages come back after this (the deployed queue uses 1800 s; short here so a
+# failed job would show up as a delay inside the run instead of never).
+VISIBILITY_TIMEOUT_SECONDS = 60
+
+FANOUT_CONNECTIONS = 1000
+FANOUT_RATE = 20.0
+"""Upstream limit R (requests/second), also the service's own limit: ideal run N/R = 50 s."""
+FANOUT_BURST = 5
+"""Service bucket capacity B < R: the upstream bucket keeps (R - B)/R s of slack for the delay between
+the service taking a token (a DynamoDB write) and its request reaching the upstream."""
+FANOUT_WORKERS = 8
+FANOUT_RECORDS_PER_PAGE = 3
+FANOUT_DATA_TYPE = "items"
+
+TICK_DATASETS = 10_000
+TICK_DATA_TYPE = "recovery"
+TICK_LIMITS = {"requests_per_second": 1000, "burst": 1000}
+
+
+# --- every AWS API call, by service and operation ----------------------------------------------------
+
+
+class AwsCallCounter:
+    """Counts every botocore API call (``service:Operation``), PynamoDB's and boto3's alike.
+
+    Both end in ``BaseClient._make_api_call``; patching it sees every thread's clients.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: Counter[str] = Counter()
+        self._installed = False
+
+    def install(self) -> None:
+        if self._installed:
+            return
+        original: Callable[..., Any] = botocore.client.BaseClient._make_api_call
+        counter = self
+
+        def counting(client: Any, operation_name: str, api_params: Mapping[str, Any]) -> Any:
+            name = f"{client.meta.service_model.service_name}:{operation_name}"
+            with counter._lock:
+                counter._calls[name] += 1
+            return original(client, operation_name, api_params)
+
+        botocore.client.BaseClient._make_api_call = counting  # type: ignore[method-assign]
+        self._installed = True
+
+    @contextmanager
+    def measure(self) -> Iterator[Counter[str]]:
+        """Yields a Counter that holds the calls made inside the block once it exits."""
+        result: Counter[str] = Counter()
+        with self._lock:
+            before = Counter(self._calls)
+        try:
+            yield result
+        finally:
+            with self._lock:
+                after = Counter(self._calls)
+            result.update(after - before)
+
+
+AWS_CALLS = AwsCallCounter()
+
+
+# --- moto: transactions that back up what they touch, not the whole table ----------------------------
+
+_TRANSACTIONS_PATCHED = False
+_IN_TRANSACTION = threading.local()
+
+
+def make_moto_transactions_item_scoped() -> None:
+    """Make moto's ``transact_write_items`` O(items written) instead of O(items x table size).
+
+    moto backs up each table a transaction touches with ``copy.deepcopy(table)``, once per item
+    (1.4 s for a 10,000-item table). Here the items the transaction names are backed up instead,
+    and restored if it fails; moto's own backup becomes the table itself (its "rollback" assigns it
+    back, a no-op). Apply before ``local.moto_atomic.make_moto_dynamodb_atomic`` so that its lock
+    also covers the backup and the restore.
+    """
+    global _TRANSACTIONS_PATCHED
+    if _TRANSACTIONS_PATCHED:
+        return
+    import moto.dynamodb.models as moto_models
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.table import Table as MotoTable
+
+    original: Callable[..., Any] = DynamoDBBackend.transact_write_items
+    if hasattr(original, "__wrapped__"):
+        raise RuntimeError("apply make_moto_transactions_item_scoped before make_moto_dynamodb_atomic")
+    real_copy = moto_models.copy
+
+    class _CopyModule:
+        """What moto's models module sees as ``copy``: whole tables are not copied inside a transaction."""
+
+        @staticmethod
+        def deepcopy(value: Any, memo: dict[int, Any] | None = None) -> Any:
+            if isinstance(value, MotoTable) and getattr(_IN_TRANSACTION, "active", False):
+                return value
+            return real_copy.deepcopy(value, memo)
+
+        copy = staticmethod(real_copy.copy)
+
+    def touched(backend: Any, transact_items: Sequence[Mapping[str, Any]]) -> list[tuple[Any, Any, Any, Any]]:
+        saved: list[tuple[Any, Any, Any, Any]] = []
+        for entry in transact_items:
+            try:
+                _, op = next(iter(entry.items()))
+                table = backend.get_table(op["TableName"])
+                if "Key" in op:
+                    keys = op["Key"]
+                else:
+                    names = (table.hash_key_attr, table.range_key_attr)
+                    keys = {name: op["Item"][name] for name in names if name is not None}
+                hash_key, range_key = backend.get_keys_value(table, keys)
+                before = table.get_item(hash_key, range_key)
+            except Exception:  # moto itself rejects this entry; nothing of it gets written
+                continue
+            saved.append((table, hash_key, range_key, copy.deepcopy(before)))
+        return saved
+
+    def restore(saved: list[tuple[Any, Any, Any, Any]]) -> None:
+        for table, hash_key, range_key, item in reversed(saved):
+            if item is None:
+                table.delete_item(hash_key, range_key)
+            elif range_key is not None:
+                table.items[hash_key][range_key] = item
+            else:
+                table.items[hash_key] = item
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> Any:
+        saved = touched(self, transact_items)
+        _IN_TRANSACTION.active = True
+        try:
+            return original(self, transact_items)
+        except BaseException:
+            restore(saved)
+            raise
+        finally:
+            _IN_TRANSACTION.active = False
+
+    setattr(moto_models, "copy", _CopyModule)  # noqa: B010  (a module attribute, not a typed name)
+    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    _TRANSACTIONS_PATCHED = True
+
+
+# --- a rate-limited loopback upstream ------------------------------------------------------------------
+
+
+class RateLimitedUpstream:
+    """``GET /items`` on 127.0.0.1: its own token bucket (capacity R, R per second, full at start);
+    429 with ``Retry-After: 1`` when empty, else 200 with one page of records."""
+
+    def __init__(self, rate: float, records_per_page: int = FANOUT_RECORDS_PER_PAGE) -> None:
+        self.rate = rate
+        self.capacity = rate
+        self.records_per_page = records_per_page
+        self._lock = threading.Lock()
+        self._tokens = rate
+        self._refilled_at = time.monotonic()
+        self._served = 0
+        self.arrivals: list[tuple[float, int]] = []
+        """(time.monotonic(), status) of every request."""
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802  (the http.server API)
+                if self.path.split("?", 1)[0] != "/items":
+                    self._answer(404, {"error": "not found"})
+                    return
+                served = upstream._admit()
+                if served is None:
+                    self._answer(429, {"error": "rate limited"}, {"Retry-After": "1"})
+                    return
+                items = [
+                    {"id": f"item-{k}", "updated_at": "2026-11-01T00:00:00Z", "value": served * 10 + k}
+                    for k in range(upstream.records_per_page)
+                ]
+                self._answer(200, {"items": items, "next": None})
+
+            def _answer(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
+                payload = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="bench-upstream", daemon=True
+        )
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def _admit(self) -> int | None:
+        """Take a token: the number of requests served so far, or ``None`` for a 429."""
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.capacity, self._tokens + (now - self._refilled_at) * self.rate)
+            self._refilled_at = now
+            if self._tokens >= 1.0 - 1e-9:
+                self._tokens -= 1.0
+                self.arrivals.append((now, 200))
+                self._served += 1
+                return self._served
+            self.arrivals.append((now, 429))
+            return None
+
+    def snapshot(self) -> list[tuple[float, int]]:
+        with self._lock:
+            return list(self.arrivals)
+
+    def served(self) -> int:
+        with self._lock:
+            return self._served
+
+    def __enter__(self) -> RateLimitedUpstream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def max_in_window(times: Sequence[float], window: float) -> int:
+    """Most events in any half-open window of ``window`` seconds (two pointers over sorted times)."""
+    ordered = sorted(times)
+    best = start = 0
+    for end, moment in enumerate(ordered):
+        while moment - ordered[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+# --- the SQS event source mapping, played by threads ------------------------------------------------
+
+
+@dataclass
+class LambdaContext:
+    """The parts of a Lambda context the worker handler reads."""
+
+    deadline: float
+    function_name: str = "smart-sync-bench-sync_worker"
+    aws_request_id: str = "bench"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.deadline - time.time()) * 1000))
+
+
+@dataclass
+class WorkerStats:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    batches: int = 0
+    messages: int = 0
+    batch_item_failures: int = 0
+    handler_errors: list[str] = field(default_factory=list)
+    receive_errors: list[str] = field(default_factory=list)
+
+
+class SqsWorker:
+    """What the SQS event source mapping does for the worker Lambda: receive up to 10, invoke
+    ``app.sync_worker`` with a Lambda-shaped event, delete what it did not report as failed."""
+
+    def __init__(self, sqs: Any, queue_url: str, queue_arn: str, stop: threading.Event, stats: WorkerStats) -> None:
+        self._sqs = sqs
+        self._queue_url = queue_url
+        self._queue_arn = queue_arn
+        self._stop = stop
+        self._stats = stats
+        self._handler = cast(Callable[[dict[str, Any], Any], Any], app.sync_worker)
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                got = self._sqs.receive_message(
+                    QueueUrl=self._queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0, AttributeNames=["All"]
+                )
+            except Exception as exc:  # report, keep going
+                with self._stats.lock:
+                    self._stats.receive_errors.append(f"{type(exc).__name__}: {exc}")
+                self._stop.wait(0.5)
+                continue
+            messages = got.get("Messages", [])
+            if not messages:
+                self._stop.wait(0.1)
+                continue
+            self._deliver(messages)
+
+    def _event(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        now_ms = str(int(time.time() * 1000))
+        return {
+            "Records": [
+                {
+                    "messageId": m["MessageId"],
+                    "receiptHandle": m["ReceiptHandle"],
+                    "body": m["Body"],
+                    "attributes": {
+                        "ApproximateReceiveCount": "1",
+                        "SentTimestamp": now_ms,
+                        "ApproximateFirstReceiveTimestamp": now_ms,
+                        **m.get("Attributes", {}),
+                    },
+                    "messageAttributes": {},
+                    "md5OfBody": m.get("MD5OfBody", ""),
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": self._queue_arn,
+                    "awsRegion": REGION,
+                }
+                for m in messages
+            ]
+        }
+
+    def _deliver(self, messages: list[dict[str, Any]]) -> None:
+        context = LambdaContext(deadline=time.time() + LAMBDA_TIMEOUT_SECONDS)
+        try:
+            result = self._handler(self._event(messages), context)
+        except Exception as exc:  # Lambda fails the whole batch: every message comes back
+            with self._stats.lock:
+                self._stats.handler_errors.append(f"{type(exc).__name__}: {exc}")
+            return
+        failures = result.get("batchItemFailures", []) if isinstance(result, dict) else []
+        failed = {str(f.get("itemIdentifier")) for f in failures}
+        entries = [
+            {"Id": str(index), "ReceiptHandle": m["ReceiptHandle"]}
+            for index, m in enumerate(messages)
+            if m["MessageId"] not in failed
+        ]
+        if entries:
+            self._sqs.delete_message_batch(QueueUrl=self._queue_url, Entries=entries)
+        with self._stats.lock:
+            self._stats.batches += 1
+            self._stats.messages += len(messages)
+            self._stats.batch_item_failures += len(failed)
+
+
+def queue_depth(sqs: Any, queue_url: str) -> dict[str, int]:
+    names = [
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed",
+    ]
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)["Attributes"]
+    return {name.removeprefix("ApproximateNumberOfMessages") or "visible": int(attributes[name]) for name in names}
+
+
+# --- what the service logged -------------------------------------------------------------------------
+
+
+class LogTally(logging.Handler):
+    """Counts the service's log lines while attached (worker outcomes, retries, warnings)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self._tally_lock = threading.Lock()
+        self.outcomes: Counter[str] = Counter()
+        self.templates: Counter[str] = Counter()
+        self.warnings: list[str] = []
+        self.warning_count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        template = str(record.msg)
+        with self._tally_lock:
+            self.templates[template.split(":", 1)[0][:60]] += 1
+            if template == "job %s handled: %s" and isinstance(record.args, tuple) and len(record.args) == 2:
+                self.outcomes[str(record.args[1])] += 1
+            if record.levelno >= logging.WARNING:
+                self.warning_count += 1
+                if len(self.warnings) < 20:
+                    self.warnings.append(record.getMessage().splitlines()[0][:160])
+
+    @contextmanager
+    def attached(self, logger_name: str = "chalicelib") -> Iterator[LogTally]:
+        logger = logging.getLogger(logger_name)
+        propagate, level = logger.propagate, logger.level
+        logger.addHandler(self)
+        logger.propagate = False  # counted and shown in the table, not spilled over the output
+        logger.setLevel(logging.INFO)
+        try:
+            yield self
+        finally:
+            logger.removeHandler(self)
+            logger.propagate, logger.level = propagate, level
+
+
+# --- 4. fan-out against a rate-limited upstream ------------------------------------------------------
+
+
+@contextmanager
+def fresh_aws(visibility_timeout: int | None = None) -> Iterator[tuple[Any, str]]:
+    """A new moto account state with the job queue; yields (sqs client, queue URL)."""
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name=REGION)
+        attributes = {"VisibilityTimeout": str(visibility_timeout)} if visibility_timeout else {}
+        queue_url = sqs.create_queue(QueueName=JOB_QUEUE_NAME, Attributes=attributes)["QueueUrl"]
+        try:
+            yield sqs, str(queue_url)
+        finally:
+            set_container(None)
+
+
+def bench_fanout(
+    base_settings: Settings,
+    results: dict[str, Any],
+    *,
+    connections: int = FANOUT_CONNECTIONS,
+    rate: float = FANOUT_RATE,
+    burst: int = FANOUT_BURST,
+    workers: int = FANOUT_WORKERS,
+    max_concurrent_syncs: int | None = None,
+) -> Table:
+    concurrent_syncs = max_concurrent_syncs or workers
+    ideal = connections / rate
+    timeout = 2 * ideal + 60
+    threads_before = threading.active_count()
+    table = Table(
+        f"4. Fan-out: {connections} connections, one tick, {workers} SQS worker threads, loopback upstream "
+        f"enforcing R={rate:g} req/s (bucket {rate:g}, 429 + Retry-After: 1 above it); service limits "
+        f"requests_per_second={rate:g}, burst={burst}, max_concurrent_syncs={concurrent_syncs}; SystemClock"
+    )
+    with fresh_aws(VISIBILITY_TIMEOUT_SECONDS) as (sqs, queue_url), RateLimitedUpstream(rate) as upstream:
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        registry = registry_from_config(
+            {
+                "bench": {
+                    "type": "rest",
+                    "base_url": upstream.base_url,
+                    "limits": {
+                        "requests_per_second": rate,
+                        "burst": burst,
+                        "max_concurrent_syncs": concurrent_syncs,
+                    },
+                    "data_types": {
+                        FANOUT_DATA_TYPE: {
+                            "path": "/items",
+                            "records_path": "items",
+                            "id_field": "id",
+                            "updated_at_field": "updated_at",
+                            "policy": {
+                                "cooldown_seconds": 60,
+                                "max_staleness_seconds": 600,
+                                "schedule_every_seconds": 3600,
+                            },
+                        }
+                    },
+                }
+            }
+        )
+        provider = registry.get("bench")
+        container = build_container(base_settings, clock=SystemClock(), registry=registry)
+        create_tables()
+        set_container(container)
+        stop = threading.Event()
+        stats = WorkerStats()
+        threads: list[threading.Thread] = []
+        try:
+            setup_started = time.perf_counter()
+            for index in range(connections):
+                container.connections.put(f"user-{index:04d}", "bench", {"provider": "bench", "credentials": {}})
+            setup_seconds = time.perf_counter() - setup_started
+
+            clients = [boto3.client("sqs", region_name=REGION) for _ in range(workers)]
+            tally = LogTally()
+            with tally.attached():
+                tick_started = time.monotonic()
+                summary = container.fanout.tick()
+                tick_seconds = time.monotonic() - tick_started
+                for index, client in enumerate(clients):
+                    worker = SqsWorker(client, queue_url, queue_arn, stop, stats)
+                    thread = threading.Thread(target=worker.run, name=f"bench-worker-{index}", daemon=True)
+                    threads.append(thread)
+                    thread.start()
+                idle_since: float | None = None
+                finished = "timeout"
+                while time.monotonic() - tick_started < timeout:
+                    time.sleep(0.2)
+                    depth = queue_depth(sqs, queue_url)
+                    if sum(depth.values()) == 0:
+                        if upstream.served() >= connections:
+                            finished = "every job done"
+                            break
+                        idle_since = idle_since or time.monotonic()
+                        if time.monotonic() - idle_since > 5:
+                            finished = "queue empty, upstream short of N"
+                            break
+                    else:
+                        idle_since = None
+                done_at = time.monotonic()
+                stop.set()
+                for thread in threads:
+                    thread.join(timeout=LAMBDA_TIMEOUT_SECONDS)
+            depth_after = queue_depth(sqs, queue_url)
+            states = [
+                item
+                for item in DatasetItem.scan(DatasetItem.sk == STATE_SORT_KEY)
+                if isinstance(item, StateItem) and item.provider == "bench"
+            ]
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=5)
+            close = getattr(provider, "close", None)
+            if callable(close):
+                close()
+    threads_after = threading.active_count()
+
+    arrivals = sorted(upstream.arrivals)
+    ok_times = [moment for moment, status in arrivals if status == 200]
+    limited = sum(1 for _, status in arrivals if status == 429)
+    synced = sum(1 for state in states if state.last_successful_at is not None)
+    failed_states = sum(1 for state in states if state.last_error)
+    first_at = arrivals[0][0] if arrivals else tick_started
+    last_at = arrivals[-1][0] if arrivals else tick_started
+    last_ok = ok_times[-1] if ok_times else tick_started
+    elapsed_tick_to_last_ok = last_ok - tick_started
+    elapsed_requests = last_at - first_at
+    utilisation = ideal / elapsed_tick_to_last_ok if elapsed_tick_to_last_ok > 0 else 0.0
+    utilisation_requests = ideal / elapsed_requests if elapsed_requests > 0 else 0.0
+    busiest_second = max_in_window([moment for moment, _ in arrivals], 1.0)
+    busiest_ok_second = max_in_window(ok_times, 1.0)
+    steady = [moment for moment in ok_times if moment >= first_at + 5]
+    steady_rate = (len(steady) - 1) / (steady[-1] - steady[0]) if len(steady) > 1 else 0.0
+
+    table.add("setup: connections created (ConnectionService.put)", f"{connections} in {setup_seconds:.1f}s")
+    table.add("tick: due / queued / skipped", f"{summary['due']} / {summary['queued']} / {summary['skipped'] or '-'}")
+    table.add("tick: wall time (s)", f"{tick_seconds:.2f}")
+    table.add("429s received from the upstream", limited, "0")
+    table.add("upstream requests served (200)", len(ok_times), str(connections))
+    table.add("upstream requests total", len(arrivals))
+    table.add("datasets with a successful sync", f"{synced}/{len(states)}", f"{connections}/{connections}")
+    table.add("datasets with an error recorded", failed_states, "0")
+    table.add("ideal time N/R (s)", f"{ideal:.1f}")
+    table.add("elapsed, tick start to last 200 (s)", f"{elapsed_tick_to_last_ok:.1f}")
+    table.add("utilisation = ideal / elapsed (tick to last 200)", f"{utilisation:.3f}", ">= 0.9")
+    table.add("  elapsed, first to last upstream request (s)", f"{elapsed_requests:.1f}")
+    table.add("  utilisation, first to last request", f"{utilisation_requests:.3f}")
+    table.add("  tick start to first request (s)", f"{first_at - tick_started:.2f}")
+    table.add("  steady rate of 200s after the first 5 s (req/s)", f"{steady_rate:.2f}", f"<= {rate:g}")
+    table.add("  most requests in any 1 s window (all / 200s)", f"{busiest_second} / {busiest_ok_second}")
+    table.add("  end condition / tick start to end (s)", f"{finished} / {done_at - tick_started:.1f}")
+    table.add("worker outcomes (job handled: ...)", dict(sorted(tally.outcomes.items())) or "-")
+    table.add(
+        "worker batches / messages / batchItemFailures",
+        f"{stats.batches} / {stats.messages} / {stats.batch_item_failures}",
+    )
+    table.add("handler or receive errors", len(stats.handler_errors) + len(stats.receive_errors), "0")
+    for error in (stats.handler_errors + stats.receive_errors)[:5]:
+        table.add("  error", error)
+    table.add(
+        "SQS after the run (visible / in flight / delayed)",
+        " / ".join(str(v) for v in depth_after.values()),
+        "0 / 0 / 0",
+    )
+    table.add("service warnings logged", tally.warning_count, "0")
+    for line in tally.warnings[:5]:
+        table.add("  warning", line)
+    table.add("threads alive before / after", f"{threads_before} / {threads_after}", "equal")
+    results["fanout"] = {
+        "connections": connections,
+        "rate": rate,
+        "burst": burst,
+        "workers": workers,
+        "max_concurrent_syncs": concurrent_syncs,
+        "tick": {k: summary.get(k) for k in ("due", "queued", "skipped")},
+        "tick_seconds": round(tick_seconds, 3),
+        "setup_seconds": round(setup_seconds, 2),
+        "upstream_429": limited,
+        "upstream_200": len(ok_times),
+        "upstream_requests": len(arrivals),
+        "datasets_synced": synced,
+        "ideal_seconds": round(ideal, 2),
+        "elapsed_tick_to_last_200": round(elapsed_tick_to_last_ok, 2),
+        "utilisation": round(utilisation, 4),
+        "elapsed_first_to_last_request": round(elapsed_requests, 2),
+        "utilisation_first_to_last_request": round(utilisation_requests, 4),
+        "steady_rate": round(steady_rate, 3),
+        "max_requests_in_1s": busiest_second,
+        "worker_outcomes": dict(tally.outcomes),
+        "log_lines": dict(tally.templates),
+        "batch_item_failures": stats.batch_item_failures,
+        "errors": stats.handler_errors + stats.receive_errors,
+        "warnings": tally.warnings,
+        "sqs_after": depth_after,
+        "end": finished,
+        "threads_before_after": [threads_before, threads_after],
+    }
+    return table
+
+
+# --- 5. one tick over 10,000 due datasets -------------------------------------------------------------
+
+
+def demo_provider_config() -> dict[str, Any]:
+    """The demo provider as chalicelib/providers.json defines it, with limits generous enough for one tick."""
+    config = json.loads(Path(DEFAULT_PROVIDERS_FILE).read_text())["demo"]
+    policy = config["policies"][TICK_DATA_TYPE]
+    if policy.get("schedule_every_seconds") is None:
+        raise RuntimeError(f"demo/{TICK_DATA_TYPE} is on demand only: the tick would skip it")
+    return {**config, "limits": dict(TICK_LIMITS)}
+
+
+def tick_quota(requests_per_second: float) -> int:
+    headroom = float(getattr(fanout_module, "_QUOTA_HEADROOM", 1.5))
+    return max(1, math.ceil(requests_per_second * TICK_INTERVAL_SECONDS * headroom))
+
+
+def seed_due_datasets(count: int, now: float) -> None:
+    """State items only (the tick never reads connections), due a minute ago, spread over the shards."""
+    with DatasetItem.batch_write() as batch:
+        for index in range(count):
+            key = DatasetKey(f"user-{index:05d}", "demo", TICK_DATA_TYPE)
+            batch.save(
+                StateItem(
+                    key.dataset_id,
+                    STATE_SORT_KEY,
+                    user_id=key.user_id,
+                    dataset_key=key.dataset_key,
+                    connection_id=key.connection_id,
+                    data_type=key.data_type,
+                    provider="demo",
+                    schedule_shard=schedule_shard(key.dataset_id),
+                    next_sync_at=now - 60 - index * 0.001,
+                )
+            )
+
+
+def bench_tick(base_settings: Settings, results: dict[str, Any], *, datasets: int = TICK_DATASETS) -> Table:
+    AWS_CALLS.install()
+    rps = float(TICK_LIMITS["requests_per_second"])
+    table = Table(
+        f"5. One tick over {datasets} due datasets (demo/{TICK_DATA_TYPE}, scheduled), every AWS API call counted"
+    )
+    with fresh_aws() as (sqs, queue_url):
+        registry: ProviderRegistry = registry_from_config({"demo": demo_provider_config()})
+        container = build_container(base_settings, clock=SystemClock(), registry=registry)
+        create_tables()
+        set_container(container)
+        seeded = time.perf_counter()
+        seed_due_datasets(datasets, time.time())
+        seed_seconds = time.perf_counter() - seeded
+        with AWS_CALLS.measure() as calls:
+            started = time.perf_counter()
+            summary = container.fanout.tick()
+            wall = time.perf_counter() - started
+        messages = queue_depth(sqs, queue_url)["visible"]
+    total = sum(calls.values())
+    per_dataset = total / datasets
+    table.add("seeding the state items (BatchWriteItem, not measured) (s)", f"{seed_seconds:.1f}")
+    table.add(
+        "provider limits for this benchmark",
+        f"demo: requests_per_second={rps:g}, burst={TICK_LIMITS['burst']} -> tick quota {tick_quota(rps)} jobs",
+        f">= {datasets}",
+    )
+    table.add(
+        "  (with the default limits)",
+        f"requests_per_second={DEFAULT_LIMITS.requests_per_second:g} -> quota "
+        f"{tick_quota(DEFAULT_LIMITS.requests_per_second)} jobs per tick per provider",
+    )
+    table.add("tick: due / queued / skipped", f"{summary['due']} / {summary['queued']} / {summary['skipped'] or '-'}")
+    table.add("jobs queued (messages on the queue)", messages, str(datasets))
+    table.add("AWS API calls in the tick", total)
+    table.add("AWS API calls per dataset", f"{per_dataset:.4f}", "<= 0.15")
+    table.add("  by operation", ops_text(calls))
+    table.add("tick wall time (s)", f"{wall:.2f}")
+    table.add("  tick's own duration_seconds", summary.get("duration_seconds"))
+    results["tick"] = {
+        "datasets": datasets,
+        "limits": dict(TICK_LIMITS),
+        "quota": tick_quota(rps),
+        "due": summary["due"],
+        "queued": summary["queued"],
+        "skipped": summary["skipped"],
+        "messages_on_queue": messages,
+        "aws_calls": dict(calls),
+        "aws_calls_total": total,
+        "aws_calls_per_dataset": round(per_dataset, 5),
+        "wall_seconds": round(wall, 3),
+        "seed_seconds": round(seed_seconds, 2),
+    }
+    return table
