@@ -9,7 +9,7 @@ from chalice.app import Chalice, CloudWatchEvent, Rate, SQSEvent
 
 from chalicelib.api.operator_routes import operator_api
 from chalicelib.api.routes import api
-from chalicelib.schedule import TICK_INTERVAL_SECONDS
+from chalicelib.schedule import TICK_INTERVAL_MINUTES
 from chalicelib.worker import handle_sqs_batch, handle_tick
 
 app = Chalice(app_name="smart-sync")
@@ -26,6 +26,6 @@ def sync_worker(event: SQSEvent) -> dict[str, Any]:
     return handle_sqs_batch(list(event), event.context)
 
 
-@app.schedule(Rate(TICK_INTERVAL_SECONDS // 60, unit=Rate.MINUTES))
+@app.schedule(Rate(TICK_INTERVAL_MINUTES, unit=Rate.MINUTES))
 def sync_schedule(event: CloudWatchEvent) -> dict[str, Any]:
     return handle_tick()

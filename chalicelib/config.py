@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.errors import SmartSyncError
+from chalicelib.schedule import TICK_INTERVAL_SECONDS
 
 
 class ConfigurationError(SmartSyncError):
@@ -72,6 +73,8 @@ class Settings:
     provider_wait_max_seconds: float = 20.0
     """The longest a sync waits in place for a token, a slot or a Retry-After; beyond it, it goes on as a later job."""
     max_jobs_per_tick: int = 50_000
+    tick_interval_seconds: float = float(TICK_INTERVAL_SECONDS)
+    """How often the schedule fires (the Rate in ``app.py``); the local runner sets it for ``--tick-seconds``."""
 
 
 _ENV_PREFIX = "SMART_SYNC_"
@@ -101,6 +104,7 @@ _FLOAT_FIELDS = {
     "retry_base_seconds",
     "retry_max_delay_seconds",
     "provider_wait_max_seconds",
+    "tick_interval_seconds",
 }
 _STR_FIELDS = {
     "connections_table",
@@ -158,6 +162,8 @@ def settings_from_env(environ: Mapping[str, str]) -> Settings:
     ):
         if getattr(settings, name) < 1:
             raise ConfigurationError(f"{_ENV_PREFIX}{name.upper()} must be at least 1")
+    if settings.tick_interval_seconds <= 0:
+        raise ConfigurationError(f"{_ENV_PREFIX}TICK_INTERVAL_SECONDS must be above 0")
     for name in (
         "breaker_cool_off_seconds",
         "retry_base_seconds",

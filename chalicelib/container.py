@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from chalicelib.clock import Clock, SystemClock
@@ -75,12 +76,15 @@ def build_container(
 
 
 _container: Container | None = None
+_building = threading.Lock()
 
 
 def get_container() -> Container:
     global _container
     if _container is None:
-        _container = build_container(get_settings())
+        with _building:  # the local runner's API, worker and schedule threads may all ask first
+            if _container is None:
+                _container = build_container(get_settings())
     return _container
 
 

@@ -112,6 +112,7 @@ class _Progress:
     upstream_calls: int = 0
     provider_answered: bool = False
     """Any answer at all (a page, a 4xx, a 401): the breaker measures reachability, not usefulness."""
+    slot_renew_at: float = 0.0
 
     def totals(self) -> SyncCounts:
         return replace(self.counts, upstream_calls=self.upstream_calls)
@@ -242,7 +243,7 @@ class SyncEngine:
             started_at=started,
             resumed=checkpoint.generation if checkpoint.generation != run_id else None,
         )
-        progress = _Progress()
+        progress = _Progress(slot_renew_at=started + self._settings.lease_ttl_seconds / 2)
         logger.info("sync started: %s run=%s trigger=%s", key.describe(), run_id, trigger.value)
         try:
             self._store.put_run(run, self.retention_seconds)
@@ -262,7 +263,7 @@ class SyncEngine:
                 )
                 page = self._fetch(provider, provider_name, request, deadline, progress, admission.state_after)
                 self._store.renew_lease(key, owner, self._clock.now(), self._settings.lease_ttl_seconds)
-                self._guard.take_slot(provider_name, owner, self._clock.now())  # renew ours for long syncs
+                self._renew_slot(provider_name, owner, progress)
                 progress.counts = progress.counts.plus(
                     self._store_page(key, page, checkpoint.generation if checkpoint.since is None else None)
                 )
@@ -316,6 +317,13 @@ class SyncEngine:
                 continue
             self._provider_answered(provider_name, progress, breaker_seen)
             return page
+
+    def _renew_slot(self, provider_name: str, owner: str, progress: _Progress) -> None:
+        """Keep our concurrency slot for a long sync (it expires with the lease TTL if we die)."""
+        now = self._clock.now()
+        if now >= progress.slot_renew_at:
+            self._guard.take_slot(provider_name, owner, now)
+            progress.slot_renew_at = now + self._settings.lease_ttl_seconds / 2
 
     def _provider_answered(self, provider_name: str, progress: _Progress, breaker_seen: BreakerState) -> None:
         if not progress.provider_answered:

@@ -26,7 +26,6 @@ from chalicelib.jobs import Job, JobQueue
 from chalicelib.providers import ProviderRegistry
 from chalicelib.reads import PolicyResolver
 from chalicelib.schedule import (
-    TICK_INTERVAL_SECONDS,
     DueDataset,
     ProviderGate,
     all_shards,
@@ -157,7 +156,9 @@ class FanOut:
         gates: dict[str, ProviderGate] = {}
         for provider in providers:
             limits = self._registry.limits(provider)
-            quota = max(1, math.ceil(limits.requests_per_second * TICK_INTERVAL_SECONDS * _QUOTA_HEADROOM))
+            quota = max(
+                1, math.ceil(limits.requests_per_second * self._settings.tick_interval_seconds * _QUOTA_HEADROOM)
+            )
             breaker = not_closed.get(provider)
             if breaker is None:
                 gates[provider] = ProviderGate(max_jobs=quota)

@@ -11,7 +11,7 @@ from chalicelib.fanout import FanOut, SchedulerState
 from chalicelib.guard import ProviderGuard
 from chalicelib.models import LimitItem
 from chalicelib.providers import ProviderRegistry
-from chalicelib.schedule import SCHEDULE_SHARDS, TICK_INTERVAL_SECONDS, HealthInputs, health_status
+from chalicelib.schedule import SCHEDULE_SHARDS, HealthInputs, health_status
 from chalicelib.store import STATS_KEY, DynamoStore
 
 
@@ -90,7 +90,7 @@ class OperatorService:
                 failure_threshold=self._settings.breaker_failure_threshold,
             ),
             now,
-            TICK_INTERVAL_SECONDS,
+            self._settings.tick_interval_seconds,
         )
         statistics.update(health_status=health.value, health_reasons=reasons)
         return {
@@ -112,7 +112,7 @@ class OperatorService:
 
     def _ticks(self, scheduler: SchedulerState, now: float) -> dict[str, Any]:
         last = scheduler.last_tick_at
-        next_tick = None if scheduler.paused or last is None else last + TICK_INTERVAL_SECONDS
+        next_tick = None if scheduler.paused or last is None else last + self._settings.tick_interval_seconds
         return {
             "last_tick_at": to_iso(last),
             "last_tick": scheduler.last_tick or None,
@@ -123,7 +123,7 @@ class OperatorService:
     def _config(self) -> dict[str, Any]:
         settings = self._settings
         return {
-            "tick_interval_seconds": TICK_INTERVAL_SECONDS,
+            "tick_interval_seconds": settings.tick_interval_seconds,
             "schedule_shards": SCHEDULE_SHARDS,
             "max_jobs_per_tick": settings.max_jobs_per_tick,
             "breaker_failure_threshold": settings.breaker_failure_threshold,

@@ -12,7 +12,7 @@ What it starts, all bound to 127.0.0.1:
   ``TICK_INTERVAL_SECONDS`` (``--tick-seconds`` to watch it faster); one ``tick:`` line per tick.
 
 Ctrl-C or SIGTERM stops everything. ``--smoke`` starts everything, checks it end to end, stops and exits
-0 (or 1 on failure): that is how CI proves ``make run`` works.
+0 (or 1 on failure): the quick way to prove ``make run`` works on a machine.
 """
 
 from __future__ import annotations
@@ -785,6 +785,8 @@ def main(argv: list[str] | None = None) -> int:
             timeout_seconds=_lambda_timeout_seconds(args.stage, SCHEDULE_FUNCTION),
         )
         tick_seconds = float(args.tick_seconds or TICK_INTERVAL_SECONDS)
+        # The API process (started next) and this one report ticks on the interval actually used.
+        os.environ["SMART_SYNC_TICK_INTERVAL_SECONDS"] = str(tick_seconds)
 
         def start_schedule() -> None:
             thread = threading.Thread(
