@@ -23,7 +23,7 @@ JOB_QUEUE_NAME = "smart-sync-jobs"
 
 @app.on_sqs_message(queue=JOB_QUEUE_NAME, batch_size=10)
 def sync_worker(event: SQSEvent) -> dict[str, Any]:
-    return handle_sqs_batch(list(event), event.context)
+    return handle_sqs_batch(event.to_dict(), event.context)
 
 
 @app.schedule(Rate(TICK_INTERVAL_MINUTES, unit=Rate.MINUTES))

@@ -26,8 +26,19 @@ def job_deadline(remaining_seconds: float | None, function_seconds: float | None
     return now + remaining_seconds - _HANDOFF_MARGIN_SECONDS
 
 
-def handle_sqs_batch(records: list[Any], context: Any) -> dict[str, Any]:
-    """Run each job; return SQS partial-batch failures (``ReportBatchItemFailures``)."""
+class NotEnoughTimeError(Exception):
+    """Too little of the Lambda's time is left to start another job: SQS gives it back later."""
+
+
+def handle_sqs_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Run each job; return SQS partial-batch failures (``ReportBatchItemFailures``).
+
+    Powertools' ``BatchProcessor`` reports a failed record by its messageId and lets the
+    others of the batch be acknowledged; a batch where every record failed is reported
+    the same way instead of raising (SQS retries it the same either way).
+    """
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+
     container = get_container()
     remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
 
@@ -35,25 +46,31 @@ def handle_sqs_batch(records: list[Any], context: Any) -> dict[str, Any]:
         return remaining_ms() / 1000.0 if callable(remaining_ms) else None
 
     function_seconds = remaining()
-    failures: list[dict[str, str]] = []
-    for record in records:
-        message_id = record.to_dict()["messageId"]
+
+    def run_job(record: Any) -> str:
+        message_id = record.message_id
         left = remaining()
         deadline = job_deadline(left, function_seconds, container.clock.now())
         if deadline is not None and left is not None and left < 2 * _HANDOFF_MARGIN_SECONDS:
-            # Too little time to start another job: give it back to SQS rather than be killed mid-sync.
-            failures.append({"itemIdentifier": message_id})
-            continue
+            # Rather than be killed mid-sync, give it back to SQS.
+            raise NotEnoughTimeError()
         try:
             result = container.worker.handle(record.body, deadline)
-            logger.info("job %s handled: %s", message_id, result)
         except SyncInProgressError:
             # Someone else holds the lease right now; SQS redelivers after the visibility timeout.
-            failures.append({"itemIdentifier": message_id})
+            logger.info("job %s: dataset busy, redelivered later", message_id)
+            raise
         except Exception as exc:
             log_crash(logger, f"job {message_id} failed", exc)
-            failures.append({"itemIdentifier": message_id})
-    return {"batchItemFailures": failures}
+            raise
+        logger.info("job %s handled: %s", message_id, result)
+        return result
+
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    response: dict[str, Any] = dict(
+        process_partial_response(event=event, record_handler=run_job, processor=processor, context=context)
+    )
+    return response
 
 
 def handle_tick() -> dict[str, Any]:
