@@ -40,7 +40,7 @@ import botocore.client  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
 import chalicelib.fanout as fanout_module  # noqa: E402
-from app import JOB_QUEUE_NAME, app  # noqa: E402
+from app import JOB_QUEUE_NAME, sync_worker  # noqa: E402
 from bench.report import Table, ops_text  # noqa: E402
 from chalicelib.clock import SystemClock  # noqa: E402
 from chalicelib.config import DEFAULT_PROVIDERS_FILE, Settings  # noqa: E402
@@ -143,7 +143,7 @@ def make_moto_transactions_item_scoped() -> None:
     original: Callable[..., Any] = DynamoDBBackend.transact_write_items
     if hasattr(original, "__wrapped__"):
         raise RuntimeError("apply make_moto_transactions_item_scoped before make_moto_dynamodb_atomic")
-    real_copy = moto_models.copy
+    real_copy = copy  # what moto's models module imported as ``copy``
 
     class _CopyModule:
         """What moto's models module sees as ``copy``: whole tables are not copied inside a transaction."""
@@ -219,7 +219,7 @@ class RateLimitedUpstream:
         upstream = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802  (the http.server API)
+            def do_GET(self) -> None:
                 if self.path.split("?", 1)[0] != "/items":
                     self._answer(404, {"error": "not found"})
                     return
@@ -243,7 +243,7 @@ class RateLimitedUpstream:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 return
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -335,7 +335,7 @@ class SqsWorker:
         self._queue_arn = queue_arn
         self._stop = stop
         self._stats = stats
-        self._handler = cast(Callable[[dict[str, Any], Any], Any], app.sync_worker)
+        self._handler = cast(Callable[[dict[str, Any], Any], Any], sync_worker)
 
     def run(self) -> None:
         while not self._stop.is_set():
