@@ -10,21 +10,23 @@ from chalicelib.api.http import endpoint
 from chalicelib.container import Container
 
 operator_api = Blueprint(__name__)
+# These routes take no body; accept whatever a plain ``curl -X POST`` / ``curl -d ''`` labels it.
+_ANY_BODY = ["application/json", "text/plain", "application/x-www-form-urlencoded"]
 
 
-@operator_api.route("/sync/run", methods=["POST"])
+@operator_api.route("/sync/run", methods=["POST"], content_types=_ANY_BODY)
 @endpoint(operator_api, auth="operator")
 def run_fanout(container: Container, request: Request) -> dict[str, Any]:
     return container.operator.run_now()
 
 
-@operator_api.route("/sync/pause", methods=["POST"])
+@operator_api.route("/sync/pause", methods=["POST"], content_types=_ANY_BODY)
 @endpoint(operator_api, auth="operator")
 def pause_schedule(container: Container, request: Request) -> dict[str, Any]:
     return container.operator.pause()
 
 
-@operator_api.route("/sync/resume", methods=["POST"])
+@operator_api.route("/sync/resume", methods=["POST"], content_types=_ANY_BODY)
 @endpoint(operator_api, auth="operator")
 def resume_schedule(container: Container, request: Request) -> dict[str, Any]:
     return container.operator.resume()

@@ -221,3 +221,15 @@ def test_sync_status_reports_ticks_statistics_health_and_each_provider(harness: 
     assert demo["bucket"]["capacity"] == 10 and demo["concurrency"]["running_syncs"] == 0
     assert demo["statistics"]["total_syncs"] == 3
     assert status["config"]["tick_interval_seconds"] == 60
+
+
+def test_operator_posts_accept_what_plain_curl_sends(harness: Harness) -> None:
+    # Given the operator's curl -d '' (form-encoded) and curl -X POST (no Content-Type)
+    token = harness.headers("ops", operator=True)["Authorization"]
+    form = harness.client.http.post(
+        "/sync/pause", headers={"Authorization": token, "Content-Type": "application/x-www-form-urlencoded"}
+    )
+    bare = harness.client.http.post("/sync/resume", headers={"Authorization": token})
+    # Then both work
+    assert form.status_code == 200 and body(form)["status"] == "paused"
+    assert bare.status_code == 200 and body(bare)["status"] == "running"
