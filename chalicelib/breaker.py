@@ -7,7 +7,7 @@ A probe that never reports (its Lambda died) frees the probe slot when ``probe_e
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from enum import StrEnum
 from typing import Any
 
@@ -33,9 +33,15 @@ class BreakerState:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> BreakerState:
+        """Unknown keys (written by a newer or older version) are ignored, never fatal."""
         if not raw:
             return cls()
-        return cls(**{**raw, "status": BreakerStatus(raw.get("status", "closed"))})
+        known = {f.name for f in fields(cls)} - {"status"}
+        try:
+            status = BreakerStatus(raw.get("status", "closed"))
+        except ValueError:
+            status = BreakerStatus.CLOSED
+        return cls(status=status, **{k: v for k, v in raw.items() if k in known})
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,10 @@ from chalicelib.config import Settings
 from chalicelib.domain import (
     Checkpoint,
     Connection,
+    ConnectionStatus,
     DatasetKey,
     DatasetState,
+    DatasetStatus,
     RunStatus,
     SyncCounts,
     SyncRun,
@@ -106,16 +108,29 @@ class _WaitRequired(Exception):
 
 @dataclass
 class _Progress:
-    """What one sync has done so far (mutable: the page loop adds to it)."""
+    """One sync as it runs: what it holds (lease, slot, probe) and what it has done so far."""
 
+    key: DatasetKey
+    owner: str
+    provider: str
+    deadline: float | None
+    renew_at: float
+    """When the lease (and slot) are next renewed."""
+    slot_held: bool = False
+    probe: bool = False
+    """This sync is the half-open breaker's probe and has not reported yet."""
     counts: SyncCounts = field(default_factory=SyncCounts)
     upstream_calls: int = 0
     provider_answered: bool = False
     """Any answer at all (a page, a 4xx, a 401): the breaker measures reachability, not usefulness."""
-    slot_renew_at: float = 0.0
 
     def totals(self) -> SyncCounts:
         return replace(self.counts, upstream_calls=self.upstream_calls)
+
+
+def _status_after_deferral(state: DatasetState) -> DatasetStatus:
+    """A sync that never started leaves the dataset as the last run left it."""
+    return DatasetStatus.FAILED if state.last_run_status is RunStatus.FAILED else DatasetStatus.IDLE
 
 
 class SyncEngine:
@@ -158,35 +173,62 @@ class SyncEngine:
         First the provider's breaker and concurrency slots are asked (a refusal gives the
         lease back and returns DEFERRED); then each page takes a token from the provider's
         bucket and is retried with backoff on 429, 5xx, timeouts and connection errors.
+        Every wait is short and the lease (and slot) are renewed between waits, so a sync
+        that waits never outlives its lease.
         """
-        key = state.key
-        provider_name = connection.provider
-        admission = self._guard.admit(provider_name, owner, self._clock.now())
-        if not admission.allowed:
-            return self._defer_start(
-                key, owner, admission.retry_after_seconds, self._outage_message(provider_name), breaker_open=True
-            )
-        refusal = self._wait_for_slot(provider_name, owner, deadline)
-        if refusal is not None:
-            return self._defer_start(
-                key, owner, refusal, f"provider {provider_name!r} is running its most syncs at once"
-            )
+        progress = _Progress(
+            key=state.key,
+            owner=owner,
+            provider=connection.provider,
+            deadline=deadline,
+            renew_at=self._clock.now() + self._renew_every,
+        )
         try:
-            return self._run(connection, state, policy, owner, run_id, trigger, deadline, created_at, admission)
+            admission = self._guard.admit(progress.provider, owner, self._clock.now())
+            if not admission.allowed:
+                outage = self._outage_message(progress.provider)
+                return self._defer_start(progress, state, admission.retry_after_seconds, outage, breaker_open=True)
+            progress.probe = admission.probe
+            refusal = self._wait_for_slot(progress)
+        except LeaseLostError as exc:  # taken over while waiting for a slot (or the dataset was deleted)
+            self._release_probe(progress)
+            return SyncOutcome(OutcomeKind.LEASE_LOST, None, SyncCounts(), error=str(exc))
+        except Exception:
+            with contextlib.suppress(Exception):  # never leave the lease held for a failed start
+                self._store.release_lease(state.key, owner, drop_claim=False, status=_status_after_deferral(state))
+            raise
+        if refusal is not None:
+            busy = f"provider {progress.provider!r} is running its most syncs at once"
+            return self._defer_start(progress, state, refusal, busy)
+        progress.slot_held = True
+        try:
+            return self._run(connection, state, policy, run_id, trigger, created_at, admission, progress)
         finally:
-            self._guard.release_slot(provider_name, owner)
+            self._guard.release_slot(progress.provider, owner)
+
+    @property
+    def _renew_every(self) -> float:
+        return self._settings.lease_ttl_seconds / 4
+
+    @property
+    def _longest_wait(self) -> float:
+        """One wait in place: short enough that a renewal always comes before the lease expires."""
+        return min(self._settings.provider_wait_max_seconds, self._settings.lease_ttl_seconds / 6)
 
     def _outage_message(self, provider: str) -> str:
         return f"provider {provider!r} is failing (circuit open after repeated errors)"
 
     def _defer_start(
-        self, key: DatasetKey, owner: str, retry_after: float, reason: str, *, breaker_open: bool = False
+        self, progress: _Progress, state: DatasetState, retry_after: float, reason: str, *, breaker_open: bool = False
     ) -> SyncOutcome:
         # Nothing was fetched: hand the lease back. A breaker refusal also drops the job's claim:
         # the dataset stays due and the schedule sends it again once the provider answers.
-        logger.info("sync deferred: %s (%s)", key.describe(), reason)
+        logger.info("sync deferred: %s (%s)", progress.key.describe(), reason)
+        self._release_probe(progress)
         with contextlib.suppress(LeaseLostError):
-            self._store.release_lease(key, owner, drop_claim=breaker_open)
+            self._store.release_lease(
+                progress.key, progress.owner, drop_claim=breaker_open, status=_status_after_deferral(state)
+            )
         return SyncOutcome(
             OutcomeKind.DEFERRED,
             None,
@@ -196,37 +238,63 @@ class SyncEngine:
             breaker_open=breaker_open,
         )
 
-    def _wait_for_slot(self, provider: str, owner: str, deadline: float | None) -> float | None:
+    def _release_probe(self, progress: _Progress) -> None:
+        """A probe that will not report (deferred, handed off) frees the half-open slot for the next caller."""
+        if progress.probe:
+            progress.probe = False
+            self._guard.release_probe(progress.provider, progress.owner)
+
+    def _wait_for_slot(self, progress: _Progress) -> float | None:
         """Wait (briefly) for one of the provider's concurrency slots; the wait left when giving up."""
+        waited = 0.0
         while True:
-            wait = self._guard.take_slot(provider, owner, self._clock.now())
+            wait = self._guard.take_slot(progress.provider, progress.owner, self._clock.now())
             if wait is None:
                 return None
             poll = min(max(wait, 0.05), 0.5 + 0.5 * self._random())
-            if not self._can_wait(poll, deadline):
-                return max(wait, 1.0)
-            self._clock.sleep(poll)
+            if waited + poll > self._settings.provider_wait_max_seconds or not self._can_wait(poll, progress):
+                return max(min(wait, self._settings.lease_ttl_seconds), 1.0)
+            self._pause(poll, progress)
+            waited += poll
 
-    def _can_wait(self, seconds: float, deadline: float | None) -> bool:
-        if seconds > self._settings.provider_wait_max_seconds:
+    def _can_wait(self, seconds: float, progress: _Progress) -> bool:
+        if seconds > self._longest_wait:
             return False
+        deadline = progress.deadline
         return deadline is None or self._clock.now() + seconds < deadline - _MIN_USEFUL_FETCH_SECONDS
+
+    def _pause(self, seconds: float, progress: _Progress) -> None:
+        self._keep_alive(progress)
+        self._clock.sleep(seconds)
+
+    def _keep_alive(self, progress: _Progress) -> None:
+        """Renew the lease (and our slot) every quarter of the lease TTL, between waits and fetches."""
+        now = self._clock.now()
+        if now < progress.renew_at:
+            return
+        self._store.renew_lease(progress.key, progress.owner, now, self._settings.lease_ttl_seconds)
+        if progress.slot_held:
+            wait = self._guard.take_slot(progress.provider, progress.owner, now)
+            if wait is not None:  # our slot expired and others filled it: stop calling, continue later
+                progress.slot_held = False
+                raise _WaitRequired(wait, f"provider {progress.provider!r} slot was lost")
+        progress.renew_at = now + self._renew_every
 
     def _run(
         self,
         connection: Connection,
         state: DatasetState,
         policy: SyncPolicy,
-        owner: str,
         run_id: str,
         trigger: Trigger,
-        deadline: float | None,
         created_at: float | None,
         admission: Admission,
+        progress: _Progress,
     ) -> SyncOutcome:
         key = state.key
-        provider_name = connection.provider
-        provider = self._registry.get(provider_name)
+        owner = progress.owner
+        deadline = progress.deadline
+        provider = self._registry.get(progress.provider)
         started = self._clock.now()
         checkpoint = state.checkpoint
         if checkpoint is not None and state.consecutive_failures >= _RESTART_AFTER_FAILURES:
@@ -243,13 +311,12 @@ class SyncEngine:
             started_at=started,
             resumed=checkpoint.generation if checkpoint.generation != run_id else None,
         )
-        progress = _Progress(slot_renew_at=started + self._settings.lease_ttl_seconds / 2)
         logger.info("sync started: %s run=%s trigger=%s", key.describe(), run_id, trigger.value)
         try:
             self._store.put_run(run, self.retention_seconds)
             while True:
                 if deadline is not None and progress.upstream_calls > 0 and self._clock.now() >= deadline:
-                    return self._hand_off(run, progress, owner)
+                    return self._hand_off(run, progress)
                 request = FetchRequest(
                     connection_id=connection.connection_id,
                     data_type=key.data_type,
@@ -261,80 +328,69 @@ class SyncEngine:
                     now_epoch=0.0,
                     sleep=self._clock.sleep,
                 )
-                page = self._fetch(provider, provider_name, request, deadline, progress, admission.state_after)
+                page = self._fetch(provider, request, progress, admission.state_after)
                 self._store.renew_lease(key, owner, self._clock.now(), self._settings.lease_ttl_seconds)
-                self._renew_slot(provider_name, owner, progress)
                 progress.counts = progress.counts.plus(
                     self._store_page(key, page, checkpoint.generation if checkpoint.since is None else None)
                 )
                 checkpoint = self._advance(checkpoint, page)
                 if page.next_page_token is None:
-                    return self._complete(run, progress, owner, checkpoint, policy, connection)
+                    return self._complete(run, progress, checkpoint, policy, connection)
                 if checkpoint.pages_done >= self._settings.max_pages_per_run:
                     raise ProviderError(f"pagination did not end after {checkpoint.pages_done} pages", retryable=False)
                 self._store.save_checkpoint(key, owner, self._clock.now(), self._settings.lease_ttl_seconds, checkpoint)
         except _WaitRequired as wait:
-            return self._hand_off(run, progress, owner, delay_seconds=wait.seconds, reason=wait.reason)
+            return self._hand_off(run, progress, delay_seconds=wait.seconds, reason=wait.reason)
         except LeaseLostError as exc:
             return self._abandon(run, progress, str(exc))
         except ProviderTimeoutError as exc:
             if deadline is not None and self._clock.now() >= deadline - _MIN_USEFUL_FETCH_SECONDS:
-                return self._hand_off(run, progress, owner)
-            return self._fail(run, progress, owner, str(exc), connection, policy, state, provider_error=exc)
+                return self._hand_off(run, progress)
+            return self._fail(run, progress, str(exc), connection, policy, state, provider_error=exc)
         except ProviderError as exc:
-            return self._fail(run, progress, owner, str(exc), connection, policy, state, provider_error=exc)
+            return self._fail(run, progress, str(exc), connection, policy, state, provider_error=exc)
         except Exception as exc:  # a bug must not leave the lease held until it expires
             log_crash(logger, f"sync crashed: {key.describe()} run={run_id}", exc)
-            return self._fail(run, progress, owner, f"internal error ({type(exc).__name__})", connection, policy, state)
+            return self._fail(run, progress, f"internal error ({type(exc).__name__})", connection, policy, state)
 
     def _fetch(
-        self,
-        provider: Provider,
-        provider_name: str,
-        request: FetchRequest,
-        deadline: float | None,
-        progress: _Progress,
-        breaker_seen: BreakerState,
+        self, provider: Provider, request: FetchRequest, progress: _Progress, breaker_seen: BreakerState
     ) -> Page:
         """One page: a token per attempt, retries with full-jitter backoff, the provider's own waits honoured."""
         attempt = 0
         while True:
-            self._take_token(provider_name, deadline)
-            timeout = self._fetch_timeout(deadline)
+            self._take_token(progress)
+            self._keep_alive(progress)
+            timeout = self._fetch_timeout(progress.deadline)
             if timeout is None:
                 raise _WaitRequired(0.0, "the caller's time budget ran out")
             progress.upstream_calls += 1
             try:
                 page = provider.fetch_page(replace(request, timeout_seconds=timeout, now_epoch=self._clock.now()))
             except ProviderError as exc:
+                if isinstance(exc, ProviderRateLimitError) and exc.retry_after_seconds:
+                    # Every worker waits, not only this one (also when this was our last attempt).
+                    self._guard.hold(progress.provider, self._clock.now() + exc.retry_after_seconds)
                 if not exc.retryable:
-                    self._provider_answered(provider_name, progress, breaker_seen)
+                    if exc.upstream_status is not None:  # an answer; a locally raised error proves nothing
+                        self._provider_answered(progress, breaker_seen)
                     raise
                 attempt += 1
                 if attempt >= self._settings.retry_max_attempts:
                     raise
-                self._back_off(provider_name, exc, attempt, deadline)
+                self._back_off(exc, attempt, progress)
                 continue
-            self._provider_answered(provider_name, progress, breaker_seen)
+            self._provider_answered(progress, breaker_seen)
             return page
 
-    def _renew_slot(self, provider_name: str, owner: str, progress: _Progress) -> None:
-        """Keep our concurrency slot for a long sync (it expires with the lease TTL if we die)."""
-        now = self._clock.now()
-        if now >= progress.slot_renew_at:
-            self._guard.take_slot(provider_name, owner, now)
-            progress.slot_renew_at = now + self._settings.lease_ttl_seconds / 2
-
-    def _provider_answered(self, provider_name: str, progress: _Progress, breaker_seen: BreakerState) -> None:
+    def _provider_answered(self, progress: _Progress, breaker_seen: BreakerState) -> None:
         if not progress.provider_answered:
             progress.provider_answered = True
-            self._guard.record_success(provider_name, breaker_seen)
+            progress.probe = False  # the probe has reported
+            self._guard.record_success(progress.provider, breaker_seen)
 
-    def _back_off(self, provider_name: str, exc: ProviderError, attempt: int, deadline: float | None) -> None:
-        now = self._clock.now()
+    def _back_off(self, exc: ProviderError, attempt: int, progress: _Progress) -> None:
         provider_wait = exc.retry_after_seconds
-        if isinstance(exc, ProviderRateLimitError) and provider_wait:
-            self._guard.hold(provider_name, now + provider_wait)  # every worker waits, not only this one
         delay = backoff_delay(
             attempt - 1,
             base_seconds=self._settings.retry_base_seconds,
@@ -342,22 +398,25 @@ class SyncEngine:
             random_unit=self._random(),
             provider_wait_seconds=provider_wait,
         )
-        if self._can_wait(delay, deadline):
-            logger.info("retrying %s in %.2fs after: %s", provider_name, delay, exc)
-            self._clock.sleep(delay)
+        if self._can_wait(delay, progress):
+            logger.info("retrying %s in %.2fs after: %s", progress.provider, delay, exc)
+            self._pause(delay, progress)
             return
         if isinstance(exc, ProviderRateLimitError) or provider_wait is not None:
-            raise _WaitRequired(delay, f"provider {provider_name!r} asked to wait {delay:.0f}s") from None
+            raise _WaitRequired(delay, f"provider {progress.provider!r} asked to wait {delay:.0f}s") from None
         raise exc
 
-    def _take_token(self, provider_name: str, deadline: float | None) -> None:
+    def _take_token(self, progress: _Progress) -> None:
+        waited = 0.0
         while True:
-            wait = self._guard.take_token(provider_name, self._clock.now())
+            wait = self._guard.take_token(progress.provider, self._clock.now())
             if wait is None:
                 return
-            if not self._can_wait(wait, deadline):
-                raise _WaitRequired(wait, f"provider {provider_name!r} is at its rate limit")
-            self._clock.sleep(max(wait, _MIN_TOKEN_WAIT_SECONDS))
+            pause = max(wait, _MIN_TOKEN_WAIT_SECONDS)
+            if waited + pause > self._settings.provider_wait_max_seconds or not self._can_wait(pause, progress):
+                raise _WaitRequired(wait, f"provider {progress.provider!r} is at its rate limit")
+            self._pause(pause, progress)
+            waited += pause
 
     def _since(self, state: DatasetState, now: float) -> str | None:
         """Incremental from the watermark, except for a periodic full pass that finds upstream deletions."""
@@ -422,12 +481,12 @@ class SyncEngine:
         self,
         run: SyncRun,
         progress: _Progress,
-        owner: str,
         checkpoint: Checkpoint,
         policy: SyncPolicy,
         connection: Connection,
     ) -> SyncOutcome:
         key = run.key
+        owner = progress.owner
         record_count: int | None = None
         full_pass = checkpoint.since is None
         if full_pass:
@@ -461,7 +520,6 @@ class SyncEngine:
         self,
         run: SyncRun,
         progress: _Progress,
-        owner: str,
         error: str,
         connection: Connection,
         policy: SyncPolicy,
@@ -474,6 +532,8 @@ class SyncEngine:
         now = self._clock.now()
         if provider_error is not None and provider_error.retryable:
             self._guard.record_failure(connection.provider, error, now)
+            progress.probe = False  # a failed probe re-opened the breaker
+        self._release_probe(progress)
         next_sync_at = None
         if policy.schedule_every_seconds is not None:
             next_sync_at = now + failure_backoff_seconds(
@@ -482,7 +542,9 @@ class SyncEngine:
                 max_seconds=self._settings.failure_backoff_max_seconds,
             )
         try:
-            self._store.finish_failure(run.key, owner, now, run_id=run.run_id, error=error, next_sync_at=next_sync_at)
+            self._store.finish_failure(
+                run.key, progress.owner, now, run_id=run.run_id, error=error, next_sync_at=next_sync_at
+            )
         except LeaseLostError as exc:
             return self._abandon(run, progress, str(exc))
         self._finish_run(run, RunStatus.FAILED, counts, error)
@@ -498,10 +560,16 @@ class SyncEngine:
         if not self._store.record_auth_failure(connection, threshold=threshold, reason=reason, now=now):
             return
         logger.warning("connection %s/%s needs review: %s", connection.user_id, connection.connection_id, error)
-        data_types = self._registry.get(connection.provider).data_types()
-        self._store.set_schedule(
-            [DatasetKey(connection.user_id, connection.connection_id, data_type) for data_type in data_types], None
-        )
+        keys = [
+            DatasetKey(connection.user_id, connection.connection_id, data_type)
+            for data_type in self._registry.get(connection.provider).data_types()
+        ]
+        self._store.set_schedule(keys, None)
+        # A PUT may have revived the connection meanwhile. It writes the connection before it reschedules,
+        # so if we still see it broken here, its rescheduling comes after ours; if not, reschedule it now.
+        current = self._store.get_connection(connection.user_id, connection.connection_id)
+        if current is not None and current.status is ConnectionStatus.ACTIVE:
+            self._store.set_schedule(keys, now)
 
     def _record_stats(self, run: SyncRun, provider: str, *, succeeded: bool, error: str | None) -> None:
         now = self._clock.now()
@@ -513,12 +581,16 @@ class SyncEngine:
             logger.exception("could not record sync statistics")
 
     def _hand_off(
-        self, run: SyncRun, progress: _Progress, owner: str, *, delay_seconds: float = 0.0, reason: str | None = None
+        self, run: SyncRun, progress: _Progress, *, delay_seconds: float = 0.0, reason: str | None = None
     ) -> SyncOutcome:
         """Pass the lease to a queued continuation job: the caller's budget ran out, or the provider said wait."""
         now = self._clock.now()
         job = Job(key=run.key, run_id=new_run_id(now), trigger=Trigger.BACKGROUND, created_at=now)
-        self._store.hand_off(run.key, owner, now, job.run_id)  # LeaseLostError: nothing queued, nothing recorded
+        self._release_probe(progress)
+        try:
+            self._store.hand_off(run.key, progress.owner, now, job.run_id)
+        except LeaseLostError as exc:  # nothing queued; if the dataset was deleted, finish the purge
+            return self._abandon(run, progress, str(exc))
         self.queue_claimed_job(job, delay_seconds=delay_seconds)
         counts = progress.totals()
         status = RunStatus.DEFERRED if delay_seconds > 0 else RunStatus.HANDED_OFF
@@ -553,6 +625,7 @@ class SyncEngine:
         """Our lease is gone. If the dataset was deleted, finish the deletion: a page we stored after
         the DELETE read its keys would otherwise outlive it."""
         logger.warning("sync lost its lease: %s run=%s", run.key.describe(), run.run_id)
+        self._release_probe(progress)
         counts = progress.totals()
         if self._store.get_state(run.key) is None:
             self._store.delete_dataset(run.key)

@@ -13,7 +13,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from chalicelib.breaker import admit
@@ -53,7 +53,9 @@ class SchedulerState:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> SchedulerState:
-        return cls(**raw) if raw else cls()
+        """Unknown keys (written by a newer or older version) are ignored, never fatal."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (raw or {}).items() if k in known})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -183,11 +185,15 @@ class FanOut:
             return [due for page in pages for due in page]
 
     def _claim_and_send(self, chunk: Sequence[tuple[DueDataset, Job]], now: float) -> tuple[int, int, int]:
-        won = set(
-            self._store.claim_due(
-                [(due, job.run_id) for due, job in chunk], now, self._settings.queue_claim_ttl_seconds
+        try:
+            won = set(
+                self._store.claim_due(
+                    [(due, job.run_id) for due, job in chunk], now, self._settings.queue_claim_ttl_seconds
+                )
             )
-        )
+        except Exception:  # throttling, a transient error: these stay due for the next tick
+            logger.exception("could not claim %d due datasets; they stay due", len(chunk))
+            return 0, 0, len(chunk)
         claimed = [job for _, job in chunk if job.run_id in won]
         unsent = self._queue.send_many(claimed)
         for job in unsent:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 from chalicelib.breaker import (
@@ -91,6 +92,17 @@ class ProviderGuard:
         self._store.update_shared_json(breaker_key(provider), decide)
         if seen.status is not BreakerStatus.CLOSED:
             logger.warning("provider %s answered again: circuit closed", provider)
+
+    def release_probe(self, provider: str, owner: str) -> None:
+        """Our probe will not report (it was deferred or handed off): let the next caller probe at once."""
+
+        def decide(current: dict[str, Any] | None) -> tuple[None, dict[str, Any] | None]:
+            state = BreakerState.from_dict(current)
+            if state.status is not BreakerStatus.HALF_OPEN or state.probe_owner != owner:
+                return None, None
+            return None, replace(state, probe_owner=None, probe_expires_at=None).to_dict()
+
+        self._store.update_shared_json(breaker_key(provider), decide)
 
     def record_failure(self, provider: str, error: str, now: float) -> BreakerState:
         config = self.breaker_config

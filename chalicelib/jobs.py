@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -86,14 +87,17 @@ class SqsJobQueue:
         self._settings = settings
         self._client = client
         self._queue_url = settings.queue_url
+        self._creating = threading.Lock()
 
     def _sqs(self) -> Any:
         if self._client is None:
-            import boto3
+            with self._creating:  # boto3's default session is not safe to build clients from in parallel
+                if self._client is None:
+                    import boto3
 
-            self._client = boto3.client(
-                "sqs", region_name=self._settings.region, endpoint_url=self._settings.sqs_endpoint
-            )
+                    self._client = boto3.client(
+                        "sqs", region_name=self._settings.region, endpoint_url=self._settings.sqs_endpoint
+                    )
         return self._client
 
     def queue_url(self) -> str:

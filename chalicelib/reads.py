@@ -6,6 +6,7 @@ follows the tier table in PRODUCT.md; the decision itself is ``policy.decide_rea
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -217,9 +218,18 @@ class DatasetReader:
             return answer.from_upstream()
         if outcome.kind is OutcomeKind.FAILED:
             return answer.after_failure(outcome.error or "the sync failed", retry_after=None)
+        if outcome.kind is OutcomeKind.DEFERRED and outcome.breaker_open:
+            return answer.provider_down(outcome.error or "the provider is failing", outcome.retry_after_seconds)
         if outcome.kind is OutcomeKind.DEFERRED:
-            return answer.provider_down(outcome.error or "the provider is busy", outcome.retry_after_seconds)
-        return answer.budget_exceeded(self._settings.read_budget_seconds, reason=outcome.error)
+            # Every slot of the provider is busy: let a background job wait for one instead of this read.
+            # (Already queued or running elsewhere, or SQS is down: the next read tries again.)
+            with contextlib.suppress(ClaimNotWonError, QueueUnavailableError):
+                self._coordinator.queue_background(
+                    key, state.provider, policy, trigger=Trigger.BACKGROUND, respect_cooldown=False
+                )
+        return answer.budget_exceeded(
+            self._settings.read_budget_seconds, reason=outcome.error, retry_after=outcome.retry_after_seconds
+        )
 
     def _outage(self, provider: str, now: float) -> tuple[str, float] | None:
         """(warning, seconds until the next probe) while the provider's breaker refuses calls."""
@@ -358,7 +368,9 @@ class _Answer:
         )
         return ApiResponse(200, body, headers)
 
-    def budget_exceeded(self, budget_seconds: float, *, reason: str | None = None) -> ApiResponse:
+    def budget_exceeded(
+        self, budget_seconds: float, *, reason: str | None = None, retry_after: float | None = None
+    ) -> ApiResponse:
         self.sync_in_progress = True
         self.background_sync = True
         warning = f"The sync did not finish within {budget_seconds:g}s; it continues in the background"
@@ -373,7 +385,8 @@ class _Answer:
                 warning=warning,
                 include_data=False,
             )
-            return ApiResponse(202, body, {"Retry-After": "5"})
+            # Asking again before a delayed continuation is due would only supersede it.
+            return ApiResponse(202, body, {"Retry-After": str(max(5, math.ceil(retry_after or 0)))})
         message = f"Using data from {humanize_age(self.age)} (a refresh is still running)"
         return ApiResponse(
             200, self._body("success_with_warning", "stale_cache", message, cached=True, warning=warning)

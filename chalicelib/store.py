@@ -252,6 +252,14 @@ def _identity_actions(key: DatasetKey, provider: str) -> list[Any]:
     ]
 
 
+def _schedule_actions(key: DatasetKey, next_sync_at: float | None) -> list[Any]:
+    """Due at ``next_sync_at`` on the schedule index (the shard is written too: items from before the
+    index existed join it at their next sync), or off it."""
+    if next_sync_at is None:
+        return [StateItem.next_sync_at.remove()]
+    return [StateItem.next_sync_at.set(next_sync_at), StateItem.schedule_shard.set(schedule_shard(key.dataset_id))]
+
+
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -521,9 +529,7 @@ class DynamoStore:
         actions.append(StateItem.watermark.set(watermark) if watermark else StateItem.watermark.remove())
         if full_pass:
             actions.append(StateItem.last_full_sync_at.set(now))
-        actions.append(
-            StateItem.next_sync_at.set(next_sync_at) if next_sync_at is not None else StateItem.next_sync_at.remove()
-        )
+        actions += _schedule_actions(key, next_sync_at)
         self._update_as_owner(key, owner, actions)
 
     def finish_failure(
@@ -537,9 +543,7 @@ class DynamoStore:
             key,
             owner,
             [
-                StateItem.next_sync_at.set(next_sync_at)
-                if next_sync_at is not None
-                else StateItem.next_sync_at.remove(),
+                *_schedule_actions(key, next_sync_at),
                 StateItem.lease_owner.remove(),
                 StateItem.lease_expires_at.remove(),
                 StateItem.queued_job_id.remove(),
@@ -566,12 +570,15 @@ class DynamoStore:
             ],
         )
 
-    def release_lease(self, key: DatasetKey, owner: str, *, drop_claim: bool) -> None:
-        """Give the lease back without a run (a deferred start). The job's claim stays unless ``drop_claim``."""
+    def release_lease(self, key: DatasetKey, owner: str, *, drop_claim: bool, status: DatasetStatus) -> None:
+        """Give the lease back without a run (a deferred start), restoring the dataset's ``status``.
+
+        The job's claim stays (the job comes back later) unless ``drop_claim``.
+        """
         actions: list[Any] = [
             StateItem.lease_owner.remove(),
             StateItem.lease_expires_at.remove(),
-            StateItem.status.set(DatasetStatus.IDLE.value),
+            StateItem.status.set(status.value),
         ]
         if drop_claim:
             actions += [StateItem.queued_job_id.remove(), StateItem.queued_at.remove()]
@@ -920,19 +927,39 @@ class DynamoStore:
         return won
 
     def set_schedule(self, keys: Iterable[DatasetKey], next_sync_at: float | None) -> None:
-        """Put datasets on the schedule (``next_sync_at``) or take them off it (``None``)."""
-        action = (
-            StateItem.next_sync_at.set(next_sync_at) if next_sync_at is not None else StateItem.next_sync_at.remove()
-        )
+        """Put datasets on the schedule, due at ``next_sync_at``, or take them off it (``None``).
+
+        Putting one on also drops any queued job's claim: that job (sent while the connection
+        was paused or broken) is superseded, and the next tick sends a fresh one.
+        """
         for key in keys:
+            actions = _schedule_actions(key, next_sync_at)
+            if next_sync_at is not None:
+                actions += [StateItem.queued_job_id.remove(), StateItem.queued_at.remove()]
             try:
-                _state_handle(key).update(
-                    actions=[action, StateItem.schedule_shard.set(schedule_shard(key.dataset_id))],
-                    condition=_dataset_exists(),
-                )
+                _state_handle(key).update(actions=actions, condition=_dataset_exists())
             except UpdateError as exc:
                 if not _condition_failed(exc):
                     raise
+
+    def unschedule_job(self, key: DatasetKey, job_id: str) -> None:
+        """A job for a paused or broken connection: drop its claim and take the dataset off the schedule.
+
+        Conditioned on the claim, so a PUT that revived the connection meanwhile (and dropped the
+        claim while rescheduling) wins: the dataset stays on the schedule.
+        """
+        try:
+            _state_handle(key).update(
+                actions=[
+                    StateItem.queued_job_id.remove(),
+                    StateItem.queued_at.remove(),
+                    StateItem.next_sync_at.remove(),
+                ],
+                condition=_job_is_queued(job_id),
+            )
+        except UpdateError as exc:
+            if not _condition_failed(exc):
+                raise
 
     # --- connection health -----------------------------------------------------
 

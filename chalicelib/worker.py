@@ -37,6 +37,8 @@ def handle_sqs_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
     others of the batch be acknowledged; a batch where every record failed is reported
     the same way instead of raising (SQS retries it the same either way).
     """
+    if not event.get("Records"):
+        return {"batchItemFailures": []}  # (Lambda never sends an empty batch; Powertools would reject one)
     from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 
     container = get_container()
