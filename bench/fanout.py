@@ -9,9 +9,14 @@
    (target at most 0.15), and its wall time.
 
 Both run the real code paths in-process against moto (``mock_aws``) with the real ``SystemClock``.
-moto's ``TransactWriteItems`` deep-copies the whole table once per item it writes (for its rollback),
-which makes a 100-item claim on a 10,000-item table take minutes; ``make_moto_transactions_item_scoped``
-backs up only the items a transaction touches instead (same results, same rollback).
+Two moto costs that real AWS does not have would otherwise dominate (``bench.run`` patches both,
+in-process, before any benchmark; results and rollbacks are unchanged):
+
+- ``TransactWriteItems`` deep-copies the whole table once per item it writes, for its rollback
+  (1.4 s per item on a 10,000-item table): ``make_moto_transactions_item_scoped`` backs up only
+  the items the transaction names;
+- every ``SendMessage`` counts every message on the queue three times (10,000 sends: about 15
+  minutes): ``make_moto_sqs_sends_cheap`` skips those counts inside a send.
 """
 
 from __future__ import annotations
@@ -76,7 +81,7 @@ TICK_LIMITS = {"requests_per_second": 1000, "burst": 1000}
 
 
 class AwsCallCounter:
-    """Counts every botocore API call (``service:Operation``), PynamoDB's and boto3's alike.
+    """Counts every botocore API call (``service:Operation(table)``), PynamoDB's and boto3's alike.
 
     Both end in ``BaseClient._make_api_call``; patching it sees every thread's clients.
     """
@@ -84,6 +89,7 @@ class AwsCallCounter:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._calls: Counter[str] = Counter()
+        self._seconds: dict[str, float] = {}
         self._installed = False
 
     def install(self) -> None:
@@ -94,25 +100,53 @@ class AwsCallCounter:
 
         def counting(client: Any, operation_name: str, api_params: Mapping[str, Any]) -> Any:
             name = f"{client.meta.service_model.service_name}:{operation_name}"
-            with counter._lock:
-                counter._calls[name] += 1
-            return original(client, operation_name, api_params)
+            table = api_params.get("TableName")
+            if isinstance(table, str):
+                name += f"({table.removeprefix('smart-sync-')})"
+            started = time.perf_counter()
+            try:
+                return original(client, operation_name, api_params)
+            finally:
+                took = time.perf_counter() - started
+                with counter._lock:
+                    counter._calls[name] += 1
+                    counter._seconds[name] = counter._seconds.get(name, 0.0) + took
 
         botocore.client.BaseClient._make_api_call = counting  # type: ignore[method-assign]
         self._installed = True
 
     @contextmanager
-    def measure(self) -> Iterator[Counter[str]]:
-        """Yields a Counter that holds the calls made inside the block once it exits."""
-        result: Counter[str] = Counter()
+    def measure(self) -> Iterator[CallStats]:
+        """Yields the calls (and the seconds spent in them, summed over threads) made inside the block."""
+        result = CallStats()
         with self._lock:
-            before = Counter(self._calls)
+            calls, seconds = Counter(self._calls), dict(self._seconds)
         try:
             yield result
         finally:
             with self._lock:
-                after = Counter(self._calls)
-            result.update(after - before)
+                result.counts.update(self._calls - calls)
+                result.seconds.update(
+                    {
+                        name: took - seconds.get(name, 0.0)
+                        for name, took in self._seconds.items()
+                        if name in result.counts
+                    },
+                )
+
+
+@dataclass
+class CallStats:
+    counts: Counter[str] = field(default_factory=Counter)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def seconds_text(self, top: int = 6) -> str:
+        ranked = sorted(self.seconds.items(), key=lambda kv: -kv[1])[:top]
+        return ", ".join(f"{name} {took:.1f}s" for name, took in ranked) or "-"
 
 
 AWS_CALLS = AwsCallCounter()
@@ -197,6 +231,52 @@ def make_moto_transactions_item_scoped() -> None:
     setattr(moto_models, "copy", _CopyModule)  # noqa: B010  (a module attribute, not a typed name)
     DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
     _TRANSACTIONS_PATCHED = True
+
+
+_SQS_PATCHED = False
+_SENDING = threading.local()
+_QUEUE_COUNTS = (
+    "approximate_number_of_messages",
+    "approximate_number_of_messages_delayed",
+    "approximate_number_of_messages_not_visible",
+)
+
+
+def make_moto_sqs_sends_cheap() -> None:
+    """Make a moto ``SendMessage`` O(1) instead of O(messages on the queue).
+
+    moto's ``send_message`` reads ``queue.attributes`` for one FIFO setting, and that property
+    counts every message on the queue three times (visible, delayed, in flight): sending 10,000
+    jobs takes about 15 minutes. While this thread is sending, those three counts answer 0
+    (nothing in a send reads them); every other caller (``GetQueueAttributes``) gets exact counts.
+    """
+    global _SQS_PATCHED
+    if _SQS_PATCHED:
+        return
+    from moto.sqs.models import Queue, SQSBackend
+
+    for name in _QUEUE_COUNTS:
+        counted: property = getattr(Queue, name)
+
+        def count(self: Any, __counted: property = counted) -> int:
+            if getattr(_SENDING, "depth", 0):
+                return 0
+            return int(__counted.fget(self))  # type: ignore[misc]
+
+        setattr(Queue, name, property(count))
+
+    for name in ("send_message", "send_message_batch"):
+        send: Callable[..., Any] = getattr(SQSBackend, name)
+
+        def sending(self: Any, *args: Any, __send: Callable[..., Any] = send, **kwargs: Any) -> Any:
+            _SENDING.depth = getattr(_SENDING, "depth", 0) + 1
+            try:
+                return __send(self, *args, **kwargs)
+            finally:
+                _SENDING.depth -= 1
+
+        setattr(SQSBackend, name, sending)
+    _SQS_PATCHED = True
 
 
 # --- a rate-limited loopback upstream ------------------------------------------------------------------
@@ -528,7 +608,8 @@ def bench_fanout(
 
             clients = [boto3.client("sqs", region_name=REGION) for _ in range(workers)]
             tally = LogTally()
-            with tally.attached():
+            AWS_CALLS.install()
+            with tally.attached(), AWS_CALLS.measure() as calls:
                 tick_started = time.monotonic()
                 summary = container.fanout.tick()
                 tick_seconds = time.monotonic() - tick_started
@@ -539,15 +620,19 @@ def bench_fanout(
                     thread.start()
                 idle_since: float | None = None
                 finished = "timeout"
+                checked_at = 0.0
                 while time.monotonic() - tick_started < timeout:
-                    time.sleep(0.2)
-                    depth = queue_depth(sqs, queue_url)
-                    if sum(depth.values()) == 0:
-                        if upstream.served() >= connections:
+                    time.sleep(0.25)
+                    served_all = upstream.served() >= connections
+                    if not served_all and time.monotonic() - checked_at < 2.0:
+                        continue  # GetQueueAttributes is O(messages) in moto: look only now and then
+                    checked_at = time.monotonic()
+                    if sum(queue_depth(sqs, queue_url).values()) == 0:
+                        if served_all:
                             finished = "every job done"
                             break
-                        idle_since = idle_since or time.monotonic()
-                        if time.monotonic() - idle_since > 5:
+                        idle_since = idle_since or checked_at
+                        if checked_at - idle_since > 5:
                             finished = "queue empty, upstream short of N"
                             break
                     else:
@@ -606,6 +691,12 @@ def bench_fanout(
     table.add("  most requests in any 1 s window (all / 200s)", f"{busiest_second} / {busiest_ok_second}")
     table.add("  end condition / tick start to end (s)", f"{finished} / {done_at - tick_started:.1f}")
     table.add("worker outcomes (job handled: ...)", dict(sorted(tally.outcomes.items())) or "-")
+    per_sync = max(1, synced)
+    table.add("AWS API calls from the tick to the end, per synced dataset", f"{calls.total / per_sync:.1f}")
+    table.add("  by operation, per synced dataset", ops_text(calls.counts, per_sync))
+    table.add("  time inside AWS calls, summed over threads", calls.seconds_text())
+    notable = {k: v for k, v in tally.templates.items() if not k.startswith(("job ", "sync started", "sync succeeded"))}
+    table.add("service log lines other than started/succeeded/handled", notable or "-")
     table.add(
         "worker batches / messages / batchItemFailures",
         f"{stats.batches} / {stats.messages} / {stats.batch_item_failures}",
@@ -643,6 +734,8 @@ def bench_fanout(
         "steady_rate": round(steady_rate, 3),
         "max_requests_in_1s": busiest_second,
         "worker_outcomes": dict(tally.outcomes),
+        "aws_calls": dict(calls.counts),
+        "aws_call_seconds": {k: round(v, 2) for k, v in calls.seconds.items()},
         "log_lines": dict(tally.templates),
         "batch_item_failures": stats.batch_item_failures,
         "errors": stats.handler_errors + stats.receive_errors,
@@ -710,7 +803,7 @@ def bench_tick(base_settings: Settings, results: dict[str, Any], *, datasets: in
             summary = container.fanout.tick()
             wall = time.perf_counter() - started
         messages = queue_depth(sqs, queue_url)["visible"]
-    total = sum(calls.values())
+    total = calls.total
     per_dataset = total / datasets
     table.add("seeding the state items (BatchWriteItem, not measured) (s)", f"{seed_seconds:.1f}")
     table.add(
@@ -727,8 +820,9 @@ def bench_tick(base_settings: Settings, results: dict[str, Any], *, datasets: in
     table.add("jobs queued (messages on the queue)", messages, str(datasets))
     table.add("AWS API calls in the tick", total)
     table.add("AWS API calls per dataset", f"{per_dataset:.4f}", "<= 0.15")
-    table.add("  by operation", ops_text(calls))
+    table.add("  by operation", ops_text(calls.counts))
     table.add("tick wall time (s)", f"{wall:.2f}")
+    table.add("  time inside AWS calls, summed over the tick's threads", calls.seconds_text())
     table.add("  tick's own duration_seconds", summary.get("duration_seconds"))
     results["tick"] = {
         "datasets": datasets,
@@ -738,7 +832,8 @@ def bench_tick(base_settings: Settings, results: dict[str, Any], *, datasets: in
         "queued": summary["queued"],
         "skipped": summary["skipped"],
         "messages_on_queue": messages,
-        "aws_calls": dict(calls),
+        "aws_calls": dict(calls.counts),
+        "aws_call_seconds": {k: round(v, 3) for k, v in calls.seconds.items()},
         "aws_calls_total": total,
         "aws_calls_per_dataset": round(per_dataset, 5),
         "wall_seconds": round(wall, 3),

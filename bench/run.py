@@ -53,6 +53,7 @@ from bench.fanout import (  # noqa: E402
     bench_fanout,
     bench_tick,
     fresh_aws,
+    make_moto_sqs_sends_cheap,
     make_moto_transactions_item_scoped,
 )
 from bench.report import Table, ops_text, percentile  # noqa: E402
@@ -506,6 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {}
     settings = Settings(jwt_secret=BENCH_SECRET, join_poll_interval_seconds=0.01)
     COUNTER.install()
+    make_moto_sqs_sends_cheap()
     make_moto_transactions_item_scoped()  # before the atomic patch, whose lock must cover it
     make_moto_dynamodb_atomic()
     tables = [machine_table(results)]

@@ -253,6 +253,11 @@ class DatasetReader:
         return connection
 
 
+def _error(status: int, code: str, message: str, headers: dict[str, str]) -> ApiResponse:
+    """A read that has nothing to show: the API's usual error body, with its Retry-After."""
+    return ApiResponse(status, {"error": {"code": code, "message": message}}, headers)
+
+
 class _Answer:
     """Builds the response body and its metadata for one read."""
 
@@ -348,13 +353,7 @@ class _Answer:
     def after_failure(self, error: str, *, retry_after: int | None) -> ApiResponse:
         headers = {"Retry-After": str(retry_after)} if retry_after else {}
         if not self.has_cache:
-            body = {
-                "error": {
-                    "code": "upstream_error",
-                    "message": f"The provider failed and nothing is cached yet: {error}",
-                }
-            }
-            return ApiResponse(502, body, headers)
+            return _error(502, "upstream_error", f"The provider failed and nothing is cached yet: {error}", headers)
         message = f"Using data from {humanize_age(self.age)} because the refresh failed"
         if retry_after:
             message += f" (next try in {retry_after}s)"
@@ -397,13 +396,9 @@ class _Answer:
         retry = max(1, math.ceil(retry_after or 1))
         headers = {"Retry-After": str(retry)}
         if not self.has_cache:
-            body = {
-                "error": {
-                    "code": "provider_unavailable",
-                    "message": f"{warning}; nothing is cached yet. Try again in {retry}s.",
-                }
-            }
-            return ApiResponse(503, body, headers)
+            return _error(
+                503, "provider_unavailable", f"{warning}; nothing is cached yet. Try again in {retry}s.", headers
+            )
         message = f"Using data from {humanize_age(self.age)}; not refreshing now (next try in {retry}s)"
         body = self._body("success_with_warning", "stale_cache", message, cached=True, warning=warning)
         return ApiResponse(200, body, headers)
