@@ -1,22 +1,18 @@
 """The scheduled fan-out at scale (``python -m bench.run --only fanout,tick``). A script's parts, not tests.
 
 4. Fan-out: N connections of a ``rest`` provider whose upstream is a loopback HTTP server that
-   enforces R requests/second itself (a token bucket, 429 + ``Retry-After: 1`` above it). One tick
-   queues every dataset; W worker threads play the SQS event source mapping (receive up to 10,
-   invoke ``app.sync_worker`` with a Lambda-shaped event, delete what it did not report as failed).
-   Reported: 429s received (target 0), requests served, and completion time against the ideal N/R.
+   enforces R requests/second itself (a token bucket, 429 + ``Retry-After: 1`` above it). The
+   schedule's tick (``FanOut.tick``) fires at once and every 60 s, as EventBridge would, and queues
+   the due datasets (at most its per-provider quota each time); W worker threads play the SQS event
+   source mapping (receive up to 10, invoke ``app.sync_worker`` with a Lambda-shaped event, delete
+   what it did not report as failed). Reported: 429s received (target 0), requests served, and
+   completion time against the ideal N/R (utilisation, target at least 0.9).
 5. One tick over 10,000 due datasets: every AWS API call it makes (DynamoDB and SQS), per dataset
    (target at most 0.15), and its wall time.
 
 Both run the real code paths in-process against moto (``mock_aws``) with the real ``SystemClock``.
-Two moto costs that real AWS does not have would otherwise dominate (``bench.run`` patches both,
-in-process, before any benchmark; results and rollbacks are unchanged):
-
-- ``TransactWriteItems`` deep-copies the whole table once per item it writes, for its rollback
-  (1.4 s per item on a 10,000-item table): ``make_moto_transactions_item_scoped`` backs up only
-  the items the transaction names;
-- every ``SendMessage`` counts every message on the queue three times (10,000 sends: about 15
-  minutes): ``make_moto_sqs_sends_cheap`` skips those counts inside a send.
+moto costs that real AWS does not have would otherwise dominate both: ``bench.run`` applies
+``bench.moto_speed`` before any benchmark (same results, only faster).
 """
 
 from __future__ import annotations
@@ -25,7 +21,6 @@ from local.offline import use_in_process_aws
 
 use_in_process_aws()  # before boto3 is imported anywhere
 
-import copy  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
@@ -63,12 +58,17 @@ LAMBDA_TIMEOUT_SECONDS = 300
 VISIBILITY_TIMEOUT_SECONDS = 60
 
 FANOUT_CONNECTIONS = 1000
-FANOUT_RATE = 20.0
-"""Upstream limit R (requests/second), also the service's own limit: ideal run N/R = 50 s."""
+FANOUT_RATE = 10.0
+"""Upstream limit R (requests/second), also the service's own limit: ideal run N/R = 100 s. In-process
+moto on 2 cores serves about 10-11 syncs/s at most (each sync is ~21 DynamoDB calls of ~4.5 ms CPU
+each), so a higher R would measure moto, not the service. One tick queues at most
+ceil(R x 60 x 1.5) = 900 jobs at this rate: the schedule ticks every 60 s, as EventBridge does."""
 FANOUT_BURST = 5
 """Service bucket capacity B < R: the upstream bucket keeps (R - B)/R s of slack for the delay between
-the service taking a token (a DynamoDB write) and its request reaching the upstream."""
-FANOUT_WORKERS = 8
+the service taking a token (a DynamoDB write) and its request reaching the upstream. B = R gave a few
+429s in trials."""
+FANOUT_WORKERS = 2
+"""More threads only add GIL and moto-lock contention here (2 cores)."""
 FANOUT_RECORDS_PER_PAGE = 3
 FANOUT_DATA_TYPE = "items"
 
@@ -152,133 +152,6 @@ class CallStats:
 AWS_CALLS = AwsCallCounter()
 
 
-# --- moto: transactions that back up what they touch, not the whole table ----------------------------
-
-_TRANSACTIONS_PATCHED = False
-_IN_TRANSACTION = threading.local()
-
-
-def make_moto_transactions_item_scoped() -> None:
-    """Make moto's ``transact_write_items`` O(items written) instead of O(items x table size).
-
-    moto backs up each table a transaction touches with ``copy.deepcopy(table)``, once per item
-    (1.4 s for a 10,000-item table). Here the items the transaction names are backed up instead,
-    and restored if it fails; moto's own backup becomes the table itself (its "rollback" assigns it
-    back, a no-op). Apply before ``local.moto_atomic.make_moto_dynamodb_atomic`` so that its lock
-    also covers the backup and the restore.
-    """
-    global _TRANSACTIONS_PATCHED
-    if _TRANSACTIONS_PATCHED:
-        return
-    import moto.dynamodb.models as moto_models
-    from moto.dynamodb.models import DynamoDBBackend
-    from moto.dynamodb.models.table import Table as MotoTable
-
-    original: Callable[..., Any] = DynamoDBBackend.transact_write_items
-    if hasattr(original, "__wrapped__"):
-        raise RuntimeError("apply make_moto_transactions_item_scoped before make_moto_dynamodb_atomic")
-    real_copy = copy  # what moto's models module imported as ``copy``
-
-    class _CopyModule:
-        """What moto's models module sees as ``copy``: whole tables are not copied inside a transaction."""
-
-        @staticmethod
-        def deepcopy(value: Any, memo: dict[int, Any] | None = None) -> Any:
-            if isinstance(value, MotoTable) and getattr(_IN_TRANSACTION, "active", False):
-                return value
-            return real_copy.deepcopy(value, memo)
-
-        copy = staticmethod(real_copy.copy)
-
-    def touched(backend: Any, transact_items: Sequence[Mapping[str, Any]]) -> list[tuple[Any, Any, Any, Any]]:
-        saved: list[tuple[Any, Any, Any, Any]] = []
-        for entry in transact_items:
-            try:
-                _, op = next(iter(entry.items()))
-                table = backend.get_table(op["TableName"])
-                if "Key" in op:
-                    keys = op["Key"]
-                else:
-                    names = (table.hash_key_attr, table.range_key_attr)
-                    keys = {name: op["Item"][name] for name in names if name is not None}
-                hash_key, range_key = backend.get_keys_value(table, keys)
-                before = table.get_item(hash_key, range_key)
-            except Exception:  # moto itself rejects this entry; nothing of it gets written
-                continue
-            saved.append((table, hash_key, range_key, copy.deepcopy(before)))
-        return saved
-
-    def restore(saved: list[tuple[Any, Any, Any, Any]]) -> None:
-        for table, hash_key, range_key, item in reversed(saved):
-            if item is None:
-                table.delete_item(hash_key, range_key)
-            elif range_key is not None:
-                table.items[hash_key][range_key] = item
-            else:
-                table.items[hash_key] = item
-
-    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> Any:
-        saved = touched(self, transact_items)
-        _IN_TRANSACTION.active = True
-        try:
-            return original(self, transact_items)
-        except BaseException:
-            restore(saved)
-            raise
-        finally:
-            _IN_TRANSACTION.active = False
-
-    setattr(moto_models, "copy", _CopyModule)  # noqa: B010  (a module attribute, not a typed name)
-    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
-    _TRANSACTIONS_PATCHED = True
-
-
-_SQS_PATCHED = False
-_SENDING = threading.local()
-_QUEUE_COUNTS = (
-    "approximate_number_of_messages",
-    "approximate_number_of_messages_delayed",
-    "approximate_number_of_messages_not_visible",
-)
-
-
-def make_moto_sqs_sends_cheap() -> None:
-    """Make a moto ``SendMessage`` O(1) instead of O(messages on the queue).
-
-    moto's ``send_message`` reads ``queue.attributes`` for one FIFO setting, and that property
-    counts every message on the queue three times (visible, delayed, in flight): sending 10,000
-    jobs takes about 15 minutes. While this thread is sending, those three counts answer 0
-    (nothing in a send reads them); every other caller (``GetQueueAttributes``) gets exact counts.
-    """
-    global _SQS_PATCHED
-    if _SQS_PATCHED:
-        return
-    from moto.sqs.models import Queue, SQSBackend
-
-    for name in _QUEUE_COUNTS:
-        counted: property = getattr(Queue, name)
-
-        def count(self: Any, __counted: property = counted) -> int:
-            if getattr(_SENDING, "depth", 0):
-                return 0
-            return int(__counted.fget(self))  # type: ignore[misc]
-
-        setattr(Queue, name, property(count))
-
-    for name in ("send_message", "send_message_batch"):
-        send: Callable[..., Any] = getattr(SQSBackend, name)
-
-        def sending(self: Any, *args: Any, __send: Callable[..., Any] = send, **kwargs: Any) -> Any:
-            _SENDING.depth = getattr(_SENDING, "depth", 0) + 1
-            try:
-                return __send(self, *args, **kwargs)
-            finally:
-                _SENDING.depth -= 1
-
-        setattr(SQSBackend, name, sending)
-    _SQS_PATCHED = True
-
-
 # --- a rate-limited loopback upstream ------------------------------------------------------------------
 
 
@@ -350,10 +223,6 @@ class RateLimitedUpstream:
                 return self._served
             self.arrivals.append((now, 429))
             return None
-
-    def snapshot(self) -> list[tuple[float, int]]:
-        with self._lock:
-            return list(self.arrivals)
 
     def served(self) -> int:
         with self._lock:
@@ -555,13 +424,16 @@ def bench_fanout(
     burst: int = FANOUT_BURST,
     workers: int = FANOUT_WORKERS,
     max_concurrent_syncs: int | None = None,
+    periodic_ticks: bool = True,
 ) -> Table:
     concurrent_syncs = max_concurrent_syncs or workers
     ideal = connections / rate
     timeout = 2 * ideal + 60
     threads_before = threading.active_count()
+    tick_every = tick_interval(base_settings) if periodic_ticks else None
+    schedule = f"the schedule ticking every {tick_every:g}s" if tick_every else "one tick"
     table = Table(
-        f"4. Fan-out: {connections} connections, one tick, {workers} SQS worker threads, loopback upstream "
+        f"4. Fan-out: {connections} connections, {schedule}, {workers} SQS worker threads, loopback upstream "
         f"enforcing R={rate:g} req/s (bucket {rate:g}, 429 + Retry-After: 1 above it); service limits "
         f"requests_per_second={rate:g}, burst={burst}, max_concurrent_syncs={concurrent_syncs}; SystemClock"
     )
@@ -611,7 +483,7 @@ def bench_fanout(
             AWS_CALLS.install()
             with tally.attached(), AWS_CALLS.measure() as calls:
                 tick_started = time.monotonic()
-                summary = container.fanout.tick()
+                ticks = [(0.0, container.fanout.tick())]
                 tick_seconds = time.monotonic() - tick_started
                 for index, client in enumerate(clients):
                     worker = SqsWorker(client, queue_url, queue_arn, stop, stats)
@@ -623,8 +495,11 @@ def bench_fanout(
                 checked_at = 0.0
                 while time.monotonic() - tick_started < timeout:
                     time.sleep(0.25)
+                    since_start = time.monotonic() - tick_started
+                    if tick_every and since_start >= tick_every * len(ticks):
+                        ticks.append((since_start, container.fanout.tick()))  # EventBridge's next rate tick
                     served_all = upstream.served() >= connections
-                    if not served_all and time.monotonic() - checked_at < 2.0:
+                    if not served_all and time.monotonic() - checked_at < 5.0:
                         continue  # GetQueueAttributes is O(messages) in moto: look only now and then
                     checked_at = time.monotonic()
                     if sum(queue_depth(sqs, queue_url).values()) == 0:
@@ -632,7 +507,7 @@ def bench_fanout(
                             finished = "every job done"
                             break
                         idle_since = idle_since or checked_at
-                        if checked_at - idle_since > 5:
+                        if checked_at - idle_since > 5 and (not tick_every or not ticks[-1][1]["queued"]):
                             finished = "queue empty, upstream short of N"
                             break
                     else:
@@ -674,8 +549,13 @@ def bench_fanout(
     steady_rate = (len(steady) - 1) / (steady[-1] - steady[0]) if len(steady) > 1 else 0.0
 
     table.add("setup: connections created (ConnectionService.put)", f"{connections} in {setup_seconds:.1f}s")
-    table.add("tick: due / queued / skipped", f"{summary['due']} / {summary['queued']} / {summary['skipped'] or '-'}")
-    table.add("tick: wall time (s)", f"{tick_seconds:.2f}")
+    table.add("tick quota at this rate: ceil(R x tick interval x 1.5)", tick_quota(base_settings, rate))
+    for offset, summary in ticks:
+        table.add(
+            f"tick at +{offset:.0f}s: due / queued / skipped",
+            f"{summary['due']} / {summary['queued']} / {summary['skipped'] or '-'}",
+        )
+    table.add("first tick's wall time (s)", f"{tick_seconds:.2f}")
     table.add("429s received from the upstream", limited, "0")
     table.add("upstream requests served (200)", len(ok_times), str(connections))
     table.add("upstream requests total", len(arrivals))
@@ -693,7 +573,9 @@ def bench_fanout(
     table.add("worker outcomes (job handled: ...)", dict(sorted(tally.outcomes.items())) or "-")
     per_sync = max(1, synced)
     table.add("AWS API calls from the tick to the end, per synced dataset", f"{calls.total / per_sync:.1f}")
-    table.add("  by operation, per synced dataset", ops_text(calls.counts, per_sync))
+    for service in ("dynamodb", "sqs"):
+        ops = Counter({name: n for name, n in calls.counts.items() if name.startswith(f"{service}:")})
+        table.add(f"  {service} by operation, per synced dataset", ops_text(ops, per_sync))
     table.add("  time inside AWS calls, summed over threads", calls.seconds_text())
     notable = {k: v for k, v in tally.templates.items() if not k.startswith(("job ", "sync started", "sync succeeded"))}
     table.add("service log lines other than started/succeeded/handled", notable or "-")
@@ -719,7 +601,10 @@ def bench_fanout(
         "burst": burst,
         "workers": workers,
         "max_concurrent_syncs": concurrent_syncs,
-        "tick": {k: summary.get(k) for k in ("due", "queued", "skipped")},
+        "ticks": [
+            {"at": round(offset, 1), **{k: summary.get(k) for k in ("due", "queued", "skipped")}}
+            for offset, summary in ticks
+        ],
         "tick_seconds": round(tick_seconds, 3),
         "setup_seconds": round(setup_seconds, 2),
         "upstream_429": limited,
@@ -759,9 +644,14 @@ def demo_provider_config() -> dict[str, Any]:
     return {**config, "limits": dict(TICK_LIMITS)}
 
 
-def tick_quota(requests_per_second: float) -> int:
+def tick_interval(settings: Settings) -> float:
+    return float(getattr(settings, "tick_interval_seconds", TICK_INTERVAL_SECONDS))
+
+
+def tick_quota(settings: Settings, requests_per_second: float) -> int:
+    """What ``FanOut._gates`` lets one tick queue per provider."""
     headroom = float(getattr(fanout_module, "_QUOTA_HEADROOM", 1.5))
-    return max(1, math.ceil(requests_per_second * TICK_INTERVAL_SECONDS * headroom))
+    return max(1, math.ceil(requests_per_second * tick_interval(settings) * headroom))
 
 
 def seed_due_datasets(count: int, now: float) -> None:
@@ -805,16 +695,17 @@ def bench_tick(base_settings: Settings, results: dict[str, Any], *, datasets: in
         messages = queue_depth(sqs, queue_url)["visible"]
     total = calls.total
     per_dataset = total / datasets
+    quota = tick_quota(base_settings, rps)
     table.add("seeding the state items (BatchWriteItem, not measured) (s)", f"{seed_seconds:.1f}")
     table.add(
         "provider limits for this benchmark",
-        f"demo: requests_per_second={rps:g}, burst={TICK_LIMITS['burst']} -> tick quota {tick_quota(rps)} jobs",
+        f"demo: requests_per_second={rps:g}, burst={TICK_LIMITS['burst']} -> tick quota {quota} jobs",
         f">= {datasets}",
     )
     table.add(
         "  (with the default limits)",
         f"requests_per_second={DEFAULT_LIMITS.requests_per_second:g} -> quota "
-        f"{tick_quota(DEFAULT_LIMITS.requests_per_second)} jobs per tick per provider",
+        f"{tick_quota(base_settings, DEFAULT_LIMITS.requests_per_second)} jobs per tick per provider",
     )
     table.add("tick: due / queued / skipped", f"{summary['due']} / {summary['queued']} / {summary['skipped'] or '-'}")
     table.add("jobs queued (messages on the queue)", messages, str(datasets))
@@ -827,7 +718,7 @@ def bench_tick(base_settings: Settings, results: dict[str, Any], *, datasets: in
     results["tick"] = {
         "datasets": datasets,
         "limits": dict(TICK_LIMITS),
-        "quota": tick_quota(rps),
+        "quota": quota,
         "due": summary["due"],
         "queued": summary["queued"],
         "skipped": summary["skipped"],

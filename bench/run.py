@@ -15,7 +15,7 @@ limits (provider token buckets) one benchmark leaves behind must not throttle th
 
 ``python -m bench.run --only fanout,tick`` runs a subset (names: cached, concurrent, timing, fanout,
 tick); ``--cold`` races cold clients in 2; ``--fanout-rate/--fanout-burst/--fanout-workers/
---fanout-connections`` change 4.
+--fanout-connections/--fanout-one-tick`` change 4.
 """
 
 from __future__ import annotations
@@ -53,9 +53,8 @@ from bench.fanout import (  # noqa: E402
     bench_fanout,
     bench_tick,
     fresh_aws,
-    make_moto_sqs_sends_cheap,
-    make_moto_transactions_item_scoped,
 )
+from bench.moto_speed import apply_all as make_moto_fast  # noqa: E402
 from bench.report import Table, ops_text, percentile  # noqa: E402
 from chalicelib.auth import authenticate, issue_token  # noqa: E402
 from chalicelib.clock import Clock, FakeClock, SystemClock  # noqa: E402
@@ -493,6 +492,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--fanout-rate", type=float, default=FANOUT_RATE)
     parser.add_argument("--fanout-burst", type=int, default=FANOUT_BURST)
     parser.add_argument("--fanout-workers", type=int, default=FANOUT_WORKERS)
+    parser.add_argument(
+        "--fanout-one-tick", action="store_true", help="4: tick once instead of every tick interval (needs quota >= N)"
+    )
     args = parser.parse_args(argv)
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(args.only) - set(BENCHMARKS))
@@ -507,9 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {}
     settings = Settings(jwt_secret=BENCH_SECRET, join_poll_interval_seconds=0.01)
     COUNTER.install()
-    make_moto_sqs_sends_cheap()
-    make_moto_transactions_item_scoped()  # before the atomic patch, whose lock must cover it
-    make_moto_dynamodb_atomic()
+    make_moto_fast()  # bench/moto_speed.py: moto's O(table) costs, and its DynamoDB writes made atomic
     tables = [machine_table(results)]
 
     def run(name: str, bench: Callable[[], Table]) -> None:
@@ -540,6 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rate=args.fanout_rate,
             burst=args.fanout_burst,
             workers=args.fanout_workers,
+            periodic_ticks=not args.fanout_one_tick,
         ),
     )
     run("tick", lambda: bench_tick(settings, results))

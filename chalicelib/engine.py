@@ -412,7 +412,8 @@ class SyncEngine:
             wait = self._guard.take_token(progress.provider, self._clock.now())
             if wait is None:
                 return
-            pause = max(wait, _MIN_TOKEN_WAIT_SECONDS)
+            # A little jitter, so workers waiting for the same token do not all ask at the same instant.
+            pause = max(wait, _MIN_TOKEN_WAIT_SECONDS) * (1.0 + 0.2 * self._random())
             if waited + pause > self._settings.provider_wait_max_seconds or not self._can_wait(pause, progress):
                 raise _WaitRequired(wait, f"provider {progress.provider!r} is at its rate limit")
             self._pause(pause, progress)

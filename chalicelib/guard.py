@@ -31,6 +31,8 @@ from chalicelib.store import DynamoStore
 logger = logging.getLogger(__name__)
 
 _TOKEN_ATTEMPTS = 3
+# Giving a slot back must not fail under contention (a leaked slot lowers the cap until it expires).
+_RELEASE_ATTEMPTS = 30
 
 
 def breaker_key(provider: str) -> str:
@@ -148,7 +150,7 @@ class ProviderGuard:
             return None, {"holders": holders}
 
         try:
-            self._store.update_shared_json(slots_key(provider), decide)
+            self._store.update_shared_json(slots_key(provider), decide, attempts=_RELEASE_ATTEMPTS)
         except StoreBusyError:
             logger.warning("could not release a %s slot; it frees itself when it expires", provider)
 

@@ -102,7 +102,10 @@ class SqsJobQueue:
 
     def queue_url(self) -> str:
         if self._queue_url is None:
-            self._queue_url = self._sqs().get_queue_url(QueueName=self._settings.queue_name)["QueueUrl"]
+            client = self._sqs()
+            with self._creating:
+                if self._queue_url is None:
+                    self._queue_url = client.get_queue_url(QueueName=self._settings.queue_name)["QueueUrl"]
         return self._queue_url
 
     def send(self, job: Job, delay_seconds: float = 0) -> None:
