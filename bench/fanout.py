@@ -49,6 +49,7 @@ from chalicelib.domain import DatasetKey  # noqa: E402
 from chalicelib.models import STATE_SORT_KEY, DatasetItem, StateItem, create_tables  # noqa: E402
 from chalicelib.providers import DEFAULT_LIMITS, ProviderRegistry, registry_from_config  # noqa: E402
 from chalicelib.schedule import TICK_INTERVAL_SECONDS, schedule_shard  # noqa: E402
+from local.run import sqs_lambda_event  # noqa: E402
 
 REGION = "us-east-1"
 # The worker Lambda's timeout in .chalice/config.json: the handler gets a context with this much time.
@@ -304,28 +305,7 @@ class SqsWorker:
             self._deliver(messages)
 
     def _event(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
-        now_ms = str(int(time.time() * 1000))
-        return {
-            "Records": [
-                {
-                    "messageId": m["MessageId"],
-                    "receiptHandle": m["ReceiptHandle"],
-                    "body": m["Body"],
-                    "attributes": {
-                        "ApproximateReceiveCount": "1",
-                        "SentTimestamp": now_ms,
-                        "ApproximateFirstReceiveTimestamp": now_ms,
-                        **m.get("Attributes", {}),
-                    },
-                    "messageAttributes": {},
-                    "md5OfBody": m.get("MD5OfBody", ""),
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": self._queue_arn,
-                    "awsRegion": REGION,
-                }
-                for m in messages
-            ]
-        }
+        return sqs_lambda_event(messages, self._queue_arn)
 
     def _deliver(self, messages: list[dict[str, Any]]) -> None:
         context = LambdaContext(deadline=time.time() + LAMBDA_TIMEOUT_SECONDS)

@@ -203,6 +203,33 @@ def _describe_job(body: str) -> str:
         return "unreadable job body"
 
 
+def sqs_lambda_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
+    """The event Lambda's SQS poller would build from ``ReceiveMessage`` results (also used by the bench)."""
+    now_ms = str(int(time.time() * 1000))
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": {
+                    "ApproximateReceiveCount": "1",
+                    "SentTimestamp": now_ms,
+                    "SenderId": ACCOUNT_ID,
+                    "ApproximateFirstReceiveTimestamp": now_ms,
+                    **m.get("Attributes", {}),
+                },
+                "messageAttributes": m.get("MessageAttributes", {}),
+                "md5OfBody": m.get("MD5OfBody", ""),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": REGION,
+            }
+            for m in messages
+        ]
+    }
+
+
 class QueueWorker:
     """What the SQS event source mapping does for the worker Lambda, one batch at a time."""
 
@@ -251,28 +278,7 @@ class QueueWorker:
                     logger.exception("worker: delivering a batch failed")
 
     def event_for(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "Records": [
-                {
-                    "messageId": m["MessageId"],
-                    "receiptHandle": m["ReceiptHandle"],
-                    "body": m["Body"],
-                    "attributes": {
-                        "ApproximateReceiveCount": "1",
-                        "SentTimestamp": str(int(time.time() * 1000)),
-                        "SenderId": ACCOUNT_ID,
-                        "ApproximateFirstReceiveTimestamp": str(int(time.time() * 1000)),
-                        **m.get("Attributes", {}),
-                    },
-                    "messageAttributes": m.get("MessageAttributes", {}),
-                    "md5OfBody": m.get("MD5OfBody", ""),
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": self._queue_arn,
-                    "awsRegion": REGION,
-                }
-                for m in messages
-            ]
-        }
+        return sqs_lambda_event(messages, self._queue_arn)
 
     def deliver(self, messages: list[dict[str, Any]]) -> None:
         event = self.event_for(messages)
