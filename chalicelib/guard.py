@@ -104,7 +104,10 @@ class ProviderGuard:
                 return None, None
             return None, replace(state, probe_owner=None, probe_expires_at=None).to_dict()
 
-        self._store.update_shared_json(breaker_key(provider), decide)
+        try:
+            self._store.update_shared_json(breaker_key(provider), decide, attempts=_RELEASE_ATTEMPTS)
+        except StoreBusyError:
+            logger.warning("could not free the %s probe; it frees itself when it expires", provider)
 
     def record_failure(self, provider: str, error: str, now: float) -> BreakerState:
         config = self.breaker_config
