@@ -36,11 +36,11 @@ from types import TracebackType  # noqa: E402
 from typing import Any, cast  # noqa: E402
 
 import boto3  # noqa: E402
-import botocore.client  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
 import chalicelib.fanout as fanout_module  # noqa: E402
 from app import JOB_QUEUE_NAME, sync_worker  # noqa: E402
+from bench.calls import AWS_CALLS  # noqa: E402
 from bench.report import Table, ops_text  # noqa: E402
 from chalicelib.clock import SystemClock  # noqa: E402
 from chalicelib.config import DEFAULT_PROVIDERS_FILE, Settings  # noqa: E402
@@ -76,81 +76,6 @@ FANOUT_DATA_TYPE = "items"
 TICK_DATASETS = 10_000
 TICK_DATA_TYPE = "recovery"
 TICK_LIMITS = {"requests_per_second": 1000, "burst": 1000}
-
-
-# --- every AWS API call, by service and operation ----------------------------------------------------
-
-
-class AwsCallCounter:
-    """Counts every botocore API call (``service:Operation(table)``), PynamoDB's and boto3's alike.
-
-    Both end in ``BaseClient._make_api_call``; patching it sees every thread's clients.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._calls: Counter[str] = Counter()
-        self._seconds: dict[str, float] = {}
-        self._installed = False
-
-    def install(self) -> None:
-        if self._installed:
-            return
-        original: Callable[..., Any] = botocore.client.BaseClient._make_api_call
-        counter = self
-
-        def counting(client: Any, operation_name: str, api_params: Mapping[str, Any]) -> Any:
-            name = f"{client.meta.service_model.service_name}:{operation_name}"
-            table = api_params.get("TableName")
-            if isinstance(table, str):
-                name += f"({table.removeprefix('smart-sync-')})"
-            started = time.perf_counter()
-            try:
-                return original(client, operation_name, api_params)
-            finally:
-                took = time.perf_counter() - started
-                with counter._lock:
-                    counter._calls[name] += 1
-                    counter._seconds[name] = counter._seconds.get(name, 0.0) + took
-
-        botocore.client.BaseClient._make_api_call = counting  # type: ignore[method-assign]
-        self._installed = True
-
-    @contextmanager
-    def measure(self) -> Iterator[CallStats]:
-        """Yields the calls (and the seconds spent in them, summed over threads) made inside the block."""
-        result = CallStats()
-        with self._lock:
-            calls, seconds = Counter(self._calls), dict(self._seconds)
-        try:
-            yield result
-        finally:
-            with self._lock:
-                result.counts.update(self._calls - calls)
-                result.seconds.update(
-                    {
-                        name: took - seconds.get(name, 0.0)
-                        for name, took in self._seconds.items()
-                        if name in result.counts
-                    },
-                )
-
-
-@dataclass
-class CallStats:
-    counts: Counter[str] = field(default_factory=Counter)
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    def seconds_text(self, top: int = 6) -> str:
-        ranked = sorted(self.seconds.items(), key=lambda kv: -kv[1])[:top]
-        return ", ".join(f"{name} {took:.1f}s" for name, took in ranked) or "-"
-
-
-AWS_CALLS = AwsCallCounter()
 
 
 # --- a rate-limited loopback upstream ------------------------------------------------------------------

@@ -34,17 +34,16 @@ import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from collections import Counter  # noqa: E402
-from collections.abc import Callable, Iterator, Mapping, Sequence  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
+from collections.abc import Callable, Mapping, Sequence  # noqa: E402
 from dataclasses import dataclass, replace  # noqa: E402
 from importlib import metadata  # noqa: E402
 from typing import Any  # noqa: E402
 
 import boto3  # noqa: E402
-import botocore.client  # noqa: E402
 from chalice.test import Client  # noqa: E402
 
 from app import app  # noqa: E402
+from bench.calls import AWS_CALLS  # noqa: E402
 from bench.fanout import (  # noqa: E402
     FANOUT_BURST,
     FANOUT_CONNECTIONS,
@@ -75,55 +74,6 @@ CONCURRENT_READERS = 100
 UPSTREAM_DELAY_SECONDS = 0.2
 TIMING_ITERATIONS = 300
 WARMUP_ITERATIONS = 20
-
-
-# --- DynamoDB request counting ----------------------------------------------------------------------
-
-
-class DynamoCallCounter:
-    """Counts DynamoDB API calls made by any botocore client (PynamoDB's own session included).
-
-    PynamoDB creates its botocore session per thread and its client lazily, but every
-    call ends in ``BaseClient._make_api_call`` (where botocore emits ``before-call``),
-    so patching that one method sees them all. One logical call = one count (retries,
-    which moto never causes, would be inside it).
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._calls: Counter[str] = Counter()
-        self._installed = False
-
-    def install(self) -> None:
-        if self._installed:
-            return
-        original: Callable[..., Any] = botocore.client.BaseClient._make_api_call
-        counter = self
-
-        def counting(client: Any, operation_name: str, api_params: Mapping[str, Any]) -> Any:
-            if client.meta.service_model.service_name == "dynamodb":
-                with counter._lock:
-                    counter._calls[operation_name] += 1
-            return original(client, operation_name, api_params)
-
-        botocore.client.BaseClient._make_api_call = counting  # type: ignore[method-assign]
-        self._installed = True
-
-    @contextmanager
-    def measure(self) -> Iterator[Counter[str]]:
-        """Yields a Counter that holds the calls made inside the block once it exits."""
-        result: Counter[str] = Counter()
-        with self._lock:
-            before = Counter(self._calls)
-        try:
-            yield result
-        finally:
-            with self._lock:
-                after = Counter(self._calls)
-            result.update(after - before)
-
-
-COUNTER = DynamoCallCounter()
 
 
 # --- a provider that counts upstream fetches ----------------------------------------------------------
@@ -186,7 +136,7 @@ def bench_cached_read_requests(settings: Settings, results: dict[str, Any]) -> T
     path = data_path("u1", "c1")
     headers = env.headers("u1")
 
-    with COUNTER.measure() as sync_ops:
+    with AWS_CALLS.dynamodb_operations() as sync_ops:
         first = env.client.http.get(path, headers=headers)
     first_body = json.loads(first.body)
     if first.status_code != 200 or first_body["metadata"]["source"] != "upstream":
@@ -194,7 +144,7 @@ def bench_cached_read_requests(settings: Settings, results: dict[str, Any]) -> T
 
     sources: Counter[str] = Counter()
     statuses: Counter[int] = Counter()
-    with COUNTER.measure() as cached_ops:
+    with AWS_CALLS.dynamodb_operations() as cached_ops:
         for _ in range(CACHED_READS):
             response = env.client.http.get(path, headers=headers)
             statuses[response.status_code] += 1
@@ -203,7 +153,7 @@ def bench_cached_read_requests(settings: Settings, results: dict[str, Any]) -> T
     first_page = json.loads(env.client.http.get(path + "?limit=10", headers=headers).body)
     paged_path = f"{path}?limit=10&next_token={first_page['next_token']}"
     paged_reads = 50
-    with COUNTER.measure() as paged_ops:
+    with AWS_CALLS.dynamodb_operations() as paged_ops:
         for _ in range(paged_reads):
             response = env.client.http.get(paged_path, headers=headers)
             if response.status_code != 200:
@@ -282,7 +232,7 @@ def concurrent_round(env: Env, user_id: str, connection_id: str) -> RoundResult:
         thread.start()
     env.provider.reset()
     environ_before = os.environ
-    with COUNTER.measure() as ops:
+    with AWS_CALLS.dynamodb_operations() as ops:
         barrier.wait()
         released = time.perf_counter()
         for thread in threads:
@@ -508,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     results: dict[str, Any] = {}
     settings = Settings(jwt_secret=BENCH_SECRET, join_poll_interval_seconds=0.01)
-    COUNTER.install()
+    AWS_CALLS.install()
     make_moto_fast()  # bench/moto_speed.py: moto's O(table) costs, and its DynamoDB writes made atomic
     tables = [machine_table(results)]
 
