@@ -382,7 +382,7 @@ class WorkerService:
             return "connection_gone"
         if connection.status is not ConnectionStatus.ACTIVE:
             # Off the schedule until a PUT revives it (a sync that ended after the pause may have put it back).
-            self._store.unschedule_job(job.key, job.run_id)
+            self._store.release_queue_claim(job.key, job.run_id, unschedule=True)
             return "connection_inactive"
         if job.trigger is Trigger.SCHEDULE and self._fanout.state().paused:
             # The dataset stays due: the first tick after resume sends it again.
@@ -391,7 +391,7 @@ class WorkerService:
         try:
             policy = self._policies.policy(connection.provider, job.key.data_type)
         except NotFoundError:
-            self._store.unschedule_job(job.key, job.run_id)
+            self._store.release_queue_claim(job.key, job.run_id, unschedule=True)
             return "unknown_data_type"
         try:
             outcome = self._coordinator.run_job(job, connection, policy, deadline)

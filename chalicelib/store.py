@@ -17,6 +17,7 @@ from typing import Any, TypeVar, cast
 
 from pynamodb.exceptions import DeleteError, TransactWriteError, UpdateError
 from pynamodb.expressions.condition import Condition
+from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.domain import (
@@ -73,6 +74,17 @@ def content_hash(data: Any) -> str:
 
 def _condition_failed(exc: Exception) -> bool:
     return getattr(exc, "cause_response_code", None) == _CONDITION_FAILED
+
+
+def _update_if(handle: Model, actions: list[Any], condition: Condition) -> bool:
+    """One conditional UpdateItem; ``False`` when its condition failed (any other error raises)."""
+    try:
+        handle.update(actions=actions, condition=condition)
+    except UpdateError as exc:
+        if _condition_failed(exc):
+            return False
+        raise
+    return True
 
 
 # --- Lease condition fragments -------------------------------------------------
@@ -432,16 +444,18 @@ class DynamoStore:
             raise DatasetNotFoundError(f"dataset {key.describe()} was deleted") from failed
         return current
 
-    def release_queue_claim(self, key: DatasetKey, job_id: str) -> None:
-        """Undo a claim whose message could not be sent, so the next reader may try again."""
-        try:
-            _state_handle(key).update(
-                actions=[StateItem.queued_job_id.remove(), StateItem.queued_at.remove()],
-                condition=_job_is_queued(job_id),
-            )
-        except UpdateError as exc:
-            if not _condition_failed(exc):
-                raise
+    def release_queue_claim(self, key: DatasetKey, job_id: str, *, unschedule: bool = False) -> None:
+        """Drop a job's claim (its message could not be sent, or the job is not run), so the next
+        reader or tick may queue again. ``unschedule`` also takes the dataset off the schedule
+        (a job for a paused or broken connection).
+
+        Conditioned on the claim, so a PUT that revived the connection meanwhile (and dropped the
+        claim while rescheduling) wins: the dataset stays on the schedule.
+        """
+        actions = [StateItem.queued_job_id.remove(), StateItem.queued_at.remove()]
+        if unschedule:
+            actions.append(StateItem.next_sync_at.remove())
+        _update_if(_state_handle(key), actions, _job_is_queued(job_id))
 
     def ensure_dataset(self, key: DatasetKey, provider: str, next_sync_at: float | None = None) -> None:
         """Create the dataset's state item, but only while its connection exists.
@@ -719,14 +733,7 @@ class DynamoStore:
             RunItem(key.dataset_id, run_id).delete()
 
     def mark_run(self, key: DatasetKey, run_id: str, status: RunStatus, *, only_if: RunStatus) -> None:
-        try:
-            RunItem(key.dataset_id, run_id).update(
-                actions=[RunItem.status.set(status.value)],
-                condition=RunItem.status == only_if.value,
-            )
-        except UpdateError as exc:
-            if not _condition_failed(exc):
-                raise
+        _update_if(RunItem(key.dataset_id, run_id), [RunItem.status.set(status.value)], RunItem.status == only_if.value)
 
     def list_runs(self, key: DatasetKey, limit: int, now: float) -> list[SyncRun]:
         """Newest first. Expired runs are skipped: TTL deletion is lazy (and moto never does it)."""
@@ -779,12 +786,8 @@ class DynamoStore:
             if actions is None:
                 return result
             unchanged = LimitItem.version.does_not_exist() if version is None else LimitItem.version == version
-            try:
-                handle.update(actions=[*actions, LimitItem.version.set((version or 0) + 1)], condition=unchanged)
+            if _update_if(handle, [*actions, LimitItem.version.set((version or 0) + 1)], unchanged):
                 return result
-            except UpdateError as exc:
-                if not _condition_failed(exc):
-                    raise
         raise StoreBusyError("too many concurrent writers on the same shared limit; try again")
 
     def update_shared_json(
@@ -936,30 +939,7 @@ class DynamoStore:
             actions = _schedule_actions(key, next_sync_at)
             if next_sync_at is not None:
                 actions += [StateItem.queued_job_id.remove(), StateItem.queued_at.remove()]
-            try:
-                _state_handle(key).update(actions=actions, condition=_dataset_exists())
-            except UpdateError as exc:
-                if not _condition_failed(exc):
-                    raise
-
-    def unschedule_job(self, key: DatasetKey, job_id: str) -> None:
-        """A job for a paused or broken connection: drop its claim and take the dataset off the schedule.
-
-        Conditioned on the claim, so a PUT that revived the connection meanwhile (and dropped the
-        claim while rescheduling) wins: the dataset stays on the schedule.
-        """
-        try:
-            _state_handle(key).update(
-                actions=[
-                    StateItem.queued_job_id.remove(),
-                    StateItem.queued_at.remove(),
-                    StateItem.next_sync_at.remove(),
-                ],
-                condition=_job_is_queued(job_id),
-            )
-        except UpdateError as exc:
-            if not _condition_failed(exc):
-                raise
+            _update_if(_state_handle(key), actions, _dataset_exists())
 
     # --- connection health -----------------------------------------------------
 
@@ -973,38 +953,26 @@ class DynamoStore:
         same_version = (ConnectionItem.updated_at == connection.updated_at) & (
             ConnectionItem.status == ConnectionStatus.ACTIVE.value
         )
-        try:
-            handle.update(actions=[ConnectionItem.auth_failures.add(1)], condition=same_version)
-        except UpdateError as exc:
-            if _condition_failed(exc):
-                return False
-            raise
+        if not _update_if(handle, [ConnectionItem.auth_failures.add(1)], same_version):
+            return False
         if int(handle.auth_failures or 0) < threshold:
             return False
-        try:
-            handle.update(
-                actions=[
-                    ConnectionItem.status.set(ConnectionStatus.NEEDS_REVIEW.value),
-                    ConnectionItem.status_reason.set(reason[:500]),
-                    ConnectionItem.updated_at.set(now),
-                ],
-                condition=same_version,
-            )
-        except UpdateError as exc:
-            if _condition_failed(exc):
-                return False
-            raise
-        return True
+        return _update_if(
+            handle,
+            [
+                ConnectionItem.status.set(ConnectionStatus.NEEDS_REVIEW.value),
+                ConnectionItem.status_reason.set(reason[:500]),
+                ConnectionItem.updated_at.set(now),
+            ],
+            same_version,
+        )
 
     def reset_auth_failures(self, connection: Connection) -> None:
-        try:
-            ConnectionItem(connection.user_id, connection.connection_id).update(
-                actions=[ConnectionItem.auth_failures.set(0)],
-                condition=ConnectionItem.updated_at == connection.updated_at,
-            )
-        except UpdateError as exc:
-            if not _condition_failed(exc):
-                raise
+        _update_if(
+            ConnectionItem(connection.user_id, connection.connection_id),
+            [ConnectionItem.auth_failures.set(0)],
+            ConnectionItem.updated_at == connection.updated_at,
+        )
 
 
 __all__ = ["DatasetPage", "DynamoStore", "content_hash"]
