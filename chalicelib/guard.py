@@ -6,7 +6,6 @@ their state in DynamoDB (one item each, version-guarded) so every worker agrees.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import replace
 from typing import Any
@@ -26,7 +25,7 @@ from chalicelib.config import Settings
 from chalicelib.errors import StoreBusyError
 from chalicelib.limits import Bucket, level_at, take_slot
 from chalicelib.providers import ProviderRegistry
-from chalicelib.store import DynamoStore
+from chalicelib.store import DynamoStore, shared_json
 
 logger = logging.getLogger(__name__)
 
@@ -181,10 +180,7 @@ class ProviderGuard:
         out: dict[str, dict[str, Any]] = {}
         for provider in providers:
             limits = self._registry.limits(provider)
-            breaker_item = items.get(breaker_key(provider))
-            breaker = BreakerState.from_dict(
-                _json(breaker_item.data_json) if breaker_item is not None else None,
-            )
+            breaker = BreakerState.from_dict(shared_json(items.get(breaker_key(provider))))
             bucket_item = items.get(bucket_key(provider))
             tokens = level_at(
                 self.bucket(provider),
@@ -192,8 +188,7 @@ class ProviderGuard:
                 bucket_item.updated_at if bucket_item else None,
                 now,
             )
-            slots_item = items.get(slots_key(provider))
-            holders = (_json(slots_item.data_json) or {}).get("holders", {}) if slots_item else {}
+            holders = (shared_json(items.get(slots_key(provider))) or {}).get("holders", {})
             running = sum(1 for expiry in holders.values() if expiry > now)
             next_try = retry_at(breaker, now, config)
             out[provider] = {
@@ -219,12 +214,7 @@ class ProviderGuard:
         items = self._store.get_shared_many([breaker_key(p) for p in providers])
         states: dict[str, BreakerState] = {}
         for provider in providers:
-            item = items.get(breaker_key(provider))
-            state = BreakerState.from_dict(_json(item.data_json) if item is not None else None)
+            state = BreakerState.from_dict(shared_json(items.get(breaker_key(provider))))
             if state.status is not BreakerStatus.CLOSED:
                 states[provider] = state
         return states
-
-
-def _json(raw: str | None) -> dict[str, Any] | None:
-    return json.loads(raw) if raw else None

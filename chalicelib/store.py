@@ -76,6 +76,11 @@ def _condition_failed(exc: Exception) -> bool:
     return getattr(exc, "cause_response_code", None) == _CONDITION_FAILED
 
 
+def shared_json(item: LimitItem | None) -> dict[str, Any] | None:
+    """The JSON document a shared item (breaker, slots, scheduler) holds; ``None`` if it has none."""
+    return json.loads(item.data_json) if item is not None and item.data_json else None
+
+
 def _update_if(handle: Model, actions: list[Any], condition: Condition) -> bool:
     """One conditional UpdateItem; ``False`` when its condition failed (any other error raises)."""
     try:
@@ -800,7 +805,7 @@ class DynamoStore:
         """``update_shared`` for state kept as one JSON document (breakers, slots, the scheduler)."""
 
         def on_item(item: LimitItem | None) -> tuple[T, list[Any] | None]:
-            current = json.loads(item.data_json) if item is not None and item.data_json else None
+            current = shared_json(item)
             result, changed = decide(current)
             if changed is None:
                 return result, None
@@ -813,7 +818,7 @@ class DynamoStore:
             item = LimitItem.get(pk, consistent_read=True)
         except LimitItem.DoesNotExist:
             return None
-        return json.loads(item.data_json) if item.data_json else None
+        return shared_json(item)
 
     def get_shared_many(self, pks: Sequence[str]) -> dict[str, LimitItem]:
         """Several shared items in one BatchGetItem (status pages, the tick's breaker check)."""
@@ -975,4 +980,4 @@ class DynamoStore:
         )
 
 
-__all__ = ["DatasetPage", "DynamoStore", "content_hash"]
+__all__ = ["DatasetPage", "DynamoStore", "content_hash", "shared_json"]
