@@ -84,7 +84,6 @@ class SyncOutcome:
     run_id: str | None
     counts: SyncCounts
     error: str | None = None
-    auth_failure: bool = False
     joined: bool = False
     continuation_run_id: str | None = None
     retry_after_seconds: float | None = None
@@ -550,10 +549,9 @@ class SyncEngine:
             return self._abandon(run, progress, str(exc))
         self._finish_run(run, RunStatus.FAILED, counts, error)
         self._record_stats(run, connection.provider, succeeded=False, error=error)
-        auth_failure = isinstance(provider_error, ProviderAuthError)
-        if auth_failure:
+        if isinstance(provider_error, ProviderAuthError):
             self._count_auth_failure(connection, error, now)
-        return SyncOutcome(OutcomeKind.FAILED, run.run_id, counts, error=error, auth_failure=auth_failure)
+        return SyncOutcome(OutcomeKind.FAILED, run.run_id, counts, error=error)
 
     def _count_auth_failure(self, connection: Connection, error: str, now: float) -> None:
         threshold = self._settings.needs_review_after_auth_failures

@@ -109,10 +109,9 @@ class SqsJobQueue:
         return self._queue_url
 
     def send(self, job: Job, delay_seconds: float = 0) -> None:
-        self.send_body(job.to_json(), delay_seconds)
-
-    def send_body(self, body: str, delay_seconds: float = 0) -> None:
-        self._sqs().send_message(QueueUrl=self.queue_url(), MessageBody=body, DelaySeconds=delay_for_sqs(delay_seconds))
+        self._sqs().send_message(
+            QueueUrl=self.queue_url(), MessageBody=job.to_json(), DelaySeconds=delay_for_sqs(delay_seconds)
+        )
 
     def send_many(self, jobs: Sequence[Job]) -> list[Job]:
         failed: list[Job] = []
