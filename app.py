@@ -9,6 +9,7 @@ from chalice.app import Chalice, CloudWatchEvent, Rate, SQSEvent
 
 from chalicelib.api.operator_routes import operator_api
 from chalicelib.api.routes import api
+from chalicelib.api.webhook_routes import webhook_api
 from chalicelib.schedule import TICK_INTERVAL_MINUTES
 from chalicelib.worker import handle_sqs_batch, handle_tick
 
@@ -17,6 +18,7 @@ app.log.setLevel(logging.INFO)
 logging.getLogger("chalicelib").setLevel(logging.INFO)
 app.register_blueprint(api)
 app.register_blueprint(operator_api)
+app.register_blueprint(webhook_api)
 
 JOB_QUEUE_NAME = "smart-sync-jobs"
 

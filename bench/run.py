@@ -9,13 +9,21 @@ routes (``chalice.test.Client``), so counts are exact and times are relative:
 4. Fan-out of 1,000 connections against a loopback upstream enforcing R req/s: 429s (target 0),
    requests served, completion time against the ideal N/R (``bench/fanout.py``).
 5. One tick over 10,000 due datasets: AWS API calls per dataset (target at most 0.15), wall time.
+6. OAuth2 refresh storm: 20 syncs of one connection's 20 data types at the same instant, each in its own
+   worker "Lambda", with the access token expired (twice) or revoked: token refreshes (target exactly 1
+   per round), invalid_grant answers (target 0), syncs succeeded (20/20) (``bench/oauth_storm.py``).
+7. WHOOP's two windows: 1,000 connections against a loopback upstream enforcing 100 calls per sliding
+   60 s and a daily cap (whose pace plans 100 syncs a tick), the schedule ticking every 60 s for 185 s:
+   429s (target 0), most calls in any 60 s (<= 100), calls against the cap (<= cap), datasets synced,
+   ``/sync/status`` (``bench/whoop_fanout.py``).
 
 Each benchmark gets its own moto state (``mock_aws``), tables, queue and container: the shared
 limits (provider token buckets) one benchmark leaves behind must not throttle the next.
 
 ``python -m bench.run --only fanout,tick`` runs a subset (names: cached, concurrent, timing, fanout,
-tick); ``--cold`` races cold clients in 2; ``--fanout-rate/--fanout-burst/--fanout-workers/
---fanout-connections/--fanout-one-tick`` change 4.
+tick, refresh, whoop); ``--cold`` races cold clients in 2; ``--fanout-rate/--fanout-burst/--fanout-workers/
+--fanout-connections/--fanout-one-tick`` change 4; ``--whoop-connections/--whoop-daily-cap/
+--whoop-daily-burst/--whoop-no-feedback/--whoop-seconds/--whoop-workers`` change 7.
 """
 
 from __future__ import annotations
@@ -54,7 +62,15 @@ from bench.fanout import (  # noqa: E402
     fresh_aws,
 )
 from bench.moto_speed import apply_all as make_moto_fast  # noqa: E402
+from bench.oauth_storm import bench_refresh, with_kms_key  # noqa: E402
 from bench.report import Table, ops_text, percentile  # noqa: E402
+from bench.whoop_fanout import (  # noqa: E402
+    WHOOP_CONNECTIONS,
+    WHOOP_DAILY_CAP,
+    WHOOP_RUN_SECONDS,
+    WHOOP_WORKERS,
+    bench_whoop,
+)
 from chalicelib.auth import authenticate, issue_token  # noqa: E402
 from chalicelib.clock import Clock, FakeClock, SystemClock  # noqa: E402
 from chalicelib.config import Settings  # noqa: E402
@@ -431,7 +447,7 @@ def machine_table(results: dict[str, Any]) -> Table:
     return table
 
 
-BENCHMARKS = ("cached", "concurrent", "timing", "fanout", "tick")
+BENCHMARKS = ("cached", "concurrent", "timing", "fanout", "tick", "refresh", "whoop")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -445,6 +461,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--fanout-one-tick", action="store_true", help="4: tick once instead of every tick interval (needs quota >= N)"
     )
+    parser.add_argument("--whoop-connections", type=int, default=WHOOP_CONNECTIONS)
+    parser.add_argument("--whoop-daily-cap", type=int, default=WHOOP_DAILY_CAP, help="7: the upstream's daily cap")
+    parser.add_argument(
+        "--whoop-daily-burst", type=int, default=None, help="7: the day window's burst (default: a tenth)"
+    )
+    parser.add_argument(
+        "--whoop-no-feedback", action="store_true", help="7: do not declare WHOOP's X-RateLimit-* headers as feedback"
+    )
+    parser.add_argument("--whoop-seconds", type=float, default=WHOOP_RUN_SECONDS, help="7: how long the run lasts")
+    parser.add_argument("--whoop-workers", type=int, default=WHOOP_WORKERS)
     args = parser.parse_args(argv)
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(args.only) - set(BENCHMARKS))
@@ -467,20 +493,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"running {name}...", file=sys.stderr, flush=True)
             tables.append(bench())
 
-    def in_fresh_aws(bench: Callable[[Any, str], Table]) -> Callable[[], Table]:
+    def in_fresh_aws(bench: Callable[[Settings, Any, str], Table]) -> Callable[[], Table]:
         def go() -> Table:
             with fresh_aws() as (sqs, queue_url):
-                build_container(settings, clock=FakeClock(), registry=ProviderRegistry({"demo": DemoProvider()}))
+                keyed = with_kms_key(settings)  # connection credentials are sealed with KMS
+                build_container(keyed, clock=FakeClock(), registry=ProviderRegistry({"demo": DemoProvider()}))
                 create_tables()
-                return bench(sqs, queue_url)
+                return bench(keyed, sqs, queue_url)
 
         return go
 
-    run("cached", in_fresh_aws(lambda _sqs, _url: bench_cached_read_requests(settings, results)))
+    run("cached", in_fresh_aws(lambda keyed, _sqs, _url: bench_cached_read_requests(keyed, results)))
     run(
-        "concurrent", in_fresh_aws(lambda sqs, url: bench_concurrent_reads(settings, sqs, url, results, cold=args.cold))
+        "concurrent",
+        in_fresh_aws(lambda keyed, sqs, url: bench_concurrent_reads(keyed, sqs, url, results, cold=args.cold)),
     )
-    run("timing", in_fresh_aws(lambda _sqs, _url: bench_cached_read_time(settings, results)))
+    run("timing", in_fresh_aws(lambda keyed, _sqs, _url: bench_cached_read_time(keyed, results)))
     run(
         "fanout",
         lambda: bench_fanout(
@@ -494,6 +522,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
     )
     run("tick", lambda: bench_tick(settings, results))
+    run("refresh", lambda: bench_refresh(settings, results))
+    run(
+        "whoop",
+        lambda: bench_whoop(
+            settings,
+            results,
+            connections=args.whoop_connections,
+            daily_cap=args.whoop_daily_cap,
+            daily_burst=args.whoop_daily_burst,
+            feedback=not args.whoop_no_feedback,
+            run_seconds=args.whoop_seconds,
+            workers=args.whoop_workers,
+        ),
+    )
     results["elapsed_seconds"] = round(time.perf_counter() - started, 2)
     for table in tables:
         print(table.render())

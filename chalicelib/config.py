@@ -35,6 +35,10 @@ class Settings:
     queue_name: str = "smart-sync-jobs"
     queue_url: str | None = None
     sqs_endpoint: str | None = None
+    kms_key_id: str = ""
+    """The KMS key that seals connection credentials (key id, key ARN or alias such as ``alias/smart-sync``)."""
+    kms_endpoint: str | None = None
+    """Only for a local endpoint (moto server); unset on AWS and in tests."""
 
     jwt_secret: str = ""
     jwt_issuer: str | None = None
@@ -73,8 +77,12 @@ class Settings:
     provider_wait_max_seconds: float = 20.0
     """The longest a sync waits in place for a token, a slot or a Retry-After; beyond it, it goes on as a later job."""
     max_jobs_per_tick: int = 50_000
+    watermark_lookback_seconds: int = 300
+    """An incremental pass starts this long before the previous pass began (edits made during a pass are not missed)."""
     tick_interval_seconds: float = float(TICK_INTERVAL_SECONDS)
     """How often the schedule fires (the Rate in ``app.py``); the local runner sets it for ``--tick-seconds``."""
+    token_refresh_lease_seconds: int = 30
+    """How long one instance may hold a connection's OAuth2 refresh before another may take it over."""
 
 
 _ENV_PREFIX = "SMART_SYNC_"
@@ -97,6 +105,7 @@ _INT_FIELDS = {
     "breaker_cool_off_seconds",
     "retry_max_attempts",
     "max_jobs_per_tick",
+    "watermark_lookback_seconds",
 }
 _FLOAT_FIELDS = {
     "read_budget_seconds",
@@ -115,6 +124,8 @@ _STR_FIELDS = {
     "queue_name",
     "queue_url",
     "sqs_endpoint",
+    "kms_key_id",
+    "kms_endpoint",
     "jwt_secret",
     "jwt_issuer",
     "jwt_audience",
@@ -159,6 +170,7 @@ def settings_from_env(environ: Mapping[str, str]) -> Settings:
         "breaker_failure_threshold",
         "retry_max_attempts",
         "max_jobs_per_tick",
+        "token_refresh_lease_seconds",
     ):
         if getattr(settings, name) < 1:
             raise ConfigurationError(f"{_ENV_PREFIX}{name.upper()} must be at least 1")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from chalicelib.clock import Clock, SystemClock
 from chalicelib.config import Settings, get_settings
 from chalicelib.coordinator import SyncCoordinator
+from chalicelib.credentials import CredentialVault
 from chalicelib.engine import SyncEngine
 from chalicelib.fanout import FanOut
 from chalicelib.guard import ProviderGuard
@@ -18,6 +20,7 @@ from chalicelib.providers import ProviderRegistry, load_registry
 from chalicelib.reads import DatasetReader, PolicyResolver
 from chalicelib.services import ConnectionService, ManualSyncService, StatusService, WorkerService
 from chalicelib.store import DynamoStore
+from chalicelib.token_refresh import CredentialKeeper
 
 
 @dataclass
@@ -37,6 +40,9 @@ class Container:
     guard: ProviderGuard
     fanout: FanOut
     operator: OperatorService
+    vault: CredentialVault
+    credentials: CredentialKeeper
+    """The engine's credentials port: opens sealed credentials, refreshes OAuth2 tokens once across instances."""
 
 
 def build_container(
@@ -45,15 +51,20 @@ def build_container(
     clock: Clock | None = None,
     queue: JobQueue | None = None,
     registry: ProviderRegistry | None = None,
+    kms_client: Any = None,
 ) -> Container:
     bind_models(settings)
     clock = clock or SystemClock()
     store = DynamoStore()
+    vault = CredentialVault(
+        (lambda: kms_client) if kms_client is not None else (lambda: _kms_client(settings)), settings.kms_key_id
+    )
+    credentials = CredentialKeeper(store, vault, clock, settings)
     registry = registry or load_registry(settings)
     queue = queue or SqsJobQueue(settings)
     policies = PolicyResolver(registry, settings)
     guard = ProviderGuard(store, registry, settings)
-    engine = SyncEngine(store, registry, queue, clock, settings, guard)
+    engine = SyncEngine(store, registry, queue, clock, settings, guard, credentials=credentials)
     coordinator = SyncCoordinator(store, engine, queue, clock, settings)
     fanout = FanOut(store, registry, policies, guard, queue, clock, settings)
     return Container(
@@ -65,14 +76,25 @@ def build_container(
         policies=policies,
         coordinator=coordinator,
         reader=DatasetReader(store, policies, coordinator, guard, clock, settings),
-        connections=ConnectionService(store, registry, policies, clock),
+        connections=ConnectionService(store, registry, policies, clock, vault),
         manual_sync=ManualSyncService(store, policies, coordinator, clock, settings),
         status=StatusService(store, policies, clock, settings),
         worker=WorkerService(store, policies, coordinator, fanout, queue, clock),
         guard=guard,
         fanout=fanout,
         operator=OperatorService(fanout, guard, store, registry, clock, settings),
+        vault=vault,
+        credentials=credentials,
     )
+
+
+def _kms_client(settings: Settings) -> Any:
+    """Made on the first seal or open, not at build time: a cold start that never touches credentials pays nothing."""
+    import boto3
+
+    # Its own session: boto3's default one is not safe to build clients from in parallel (the SQS client may be).
+    session = boto3.session.Session()
+    return session.client("kms", region_name=settings.region, endpoint_url=settings.kms_endpoint)
 
 
 _container: Container | None = None

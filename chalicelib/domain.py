@@ -40,6 +40,8 @@ class Trigger(StrEnum):
     BACKGROUND = "background"
     FORCE = "force"
     SCHEDULE = "schedule"
+    WEBHOOK = "webhook"
+    """A provider told us (signed webhook) that a dataset changed upstream."""
 
 
 class RunStatus(StrEnum):
@@ -80,25 +82,36 @@ class Connection:
     user_id: str
     connection_id: str
     provider: str
-    credentials: Mapping[str, Any] = field(repr=False)
     settings: Mapping[str, Any]
     status: ConnectionStatus
     status_reason: str | None
     created_at: float
     updated_at: float
+    """When the user last PUT this connection (a token refresh does not move it)."""
+    sealed_credentials: str = field(default="", repr=False)
+    """The credentials as stored: a KMS envelope (``chalicelib.credentials``), ``""`` when there are none."""
+    credentials_version: int = 0
+    """Bumped by every credentials write (a PUT carrying credentials, a token refresh)."""
+    provider_user_id: str | None = None
+    """The account's id at the provider, which its inbound webhooks name."""
     auth_failures: int = 0
     """Provider 401/403 answers in a row (reset by a success or new credentials)."""
 
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.sealed_credentials)
+
     def public(self) -> dict[str, Any]:
-        """What the API may show: everything except the credentials themselves."""
+        """What the API may show: never the credentials, sealed or not."""
         return {
             "user_id": self.user_id,
             "connection_id": self.connection_id,
             "provider": self.provider,
+            "provider_user_id": self.provider_user_id,
             "settings": dict(self.settings),
             "status": self.status.value,
             "status_reason": self.status_reason,
-            "has_credentials": bool(self.credentials),
+            "has_credentials": self.has_credentials,
             "created_at": to_iso(self.created_at),
             "updated_at": to_iso(self.updated_at),
         }
@@ -141,6 +154,8 @@ class SyncCounts:
     deleted: int = 0
     pages: int = 0
     upstream_calls: int = 0
+    skipped: int = 0
+    """Upstream records left out (malformed, or too large for the store); the rest were kept."""
 
     def plus(self, other: SyncCounts) -> SyncCounts:
         return SyncCounts(
@@ -150,6 +165,7 @@ class SyncCounts:
             deleted=self.deleted + other.deleted,
             pages=self.pages + other.pages,
             upstream_calls=self.upstream_calls + other.upstream_calls,
+            skipped=self.skipped + other.skipped,
         )
 
     def as_dict(self) -> dict[str, int]:
@@ -211,6 +227,8 @@ class SyncRun:
     counts: SyncCounts = field(default_factory=SyncCounts)
     error: str | None = None
     resumed: str | None = None
+    skipped_records: tuple[str, ...] = ()
+    """The first few records left out, as ``"<reason>: <id>"`` (ids cut short)."""
 
     def public(self) -> dict[str, Any]:
         duration = None
@@ -229,4 +247,5 @@ class SyncRun:
             **self.counts.as_dict(),
             "error": self.error,
             "resumed_from_checkpoint": self.resumed,
+            "skipped_records": list(self.skipped_records),
         }

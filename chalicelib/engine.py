@@ -12,9 +12,10 @@ import contextlib
 import logging
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Any, Protocol
 
 from chalicelib.breaker import Admission, BreakerState
 from chalicelib.clock import Clock
@@ -43,9 +44,12 @@ from chalicelib.providers.base import (
     Provider,
     ProviderAuthError,
     ProviderError,
+    ProviderGrantError,
     ProviderRateLimitError,
     ProviderTimeoutError,
+    token_client_of,
 )
+from chalicelib.record_rules import capped_watermark, describe_skipped, pass_started_at, record_problem
 from chalicelib.retry import backoff_delay
 from chalicelib.store import DynamoStore, content_hash
 
@@ -55,6 +59,20 @@ _NO_DEADLINE_TIMEOUT_SECONDS = 60.0
 _MIN_USEFUL_FETCH_SECONDS = 0.5
 _RESTART_AFTER_FAILURES = 3
 _MIN_TOKEN_WAIT_SECONDS = 0.001
+_SKIPPED_SAMPLES = 10
+"""How many skipped records a run names (the count covers them all)."""
+
+
+class CredentialSource(Protocol):
+    """Where a sync gets the connection's credentials in plain text (they are sealed at rest)."""
+
+    def credentials_for(
+        self, connection: Connection, provider: Provider, *, deadline: float | None, rejected: bool = False
+    ) -> Mapping[str, Any]:
+        """Open the credentials; for an OAuth2 provider, refresh them first when the access token is
+        expiring, or when ``rejected`` (the provider just answered 401 to them). A refresh is single
+        flight across Lambdas. Raises ``ProviderGrantError`` when the refresh token was refused."""
+        ...
 
 
 def new_run_id(now: float) -> str:
@@ -122,6 +140,17 @@ class _Progress:
     upstream_calls: int = 0
     provider_answered: bool = False
     """Any answer at all (a page, a 4xx, a 401): the breaker measures reachability, not usefulness."""
+    connection_scope: str = ""
+    """``user#connection``: the limit scope of providers whose limits are per API key."""
+    weight: int = 1
+    """What one call costs against the provider's rate windows."""
+    feedback: Mapping[str, str] | None = None
+    """The last answer's headers, not yet applied to the shared limits (rides on the next take)."""
+    refreshed: bool = False
+    """The credentials were refreshed after a 401 in this sync (only once: a second 401 is real)."""
+    skipped_samples: list[str] = field(default_factory=list)
+    complete_listing: bool = True
+    """The provider lists every record on a full pass (so unseen records may be swept)."""
 
     def totals(self) -> SyncCounts:
         return replace(self.counts, upstream_calls=self.upstream_calls)
@@ -142,6 +171,7 @@ class SyncEngine:
         settings: Settings,
         guard: ProviderGuard | None = None,
         random_unit: Callable[[], float] = random.random,
+        credentials: CredentialSource | None = None,
     ) -> None:
         self._store = store
         self._registry = registry
@@ -150,6 +180,7 @@ class SyncEngine:
         self._settings = settings
         self._guard = guard or ProviderGuard(store, registry, settings)
         self._random = random_unit
+        self._credentials = credentials
 
     @property
     def retention_seconds(self) -> float:
@@ -181,6 +212,7 @@ class SyncEngine:
             provider=connection.provider,
             deadline=deadline,
             renew_at=self._clock.now() + self._renew_every,
+            connection_scope=f"{connection.user_id}#{connection.connection_id}",
         )
         try:
             admission = self._guard.admit(progress.provider, owner, self._clock.now())
@@ -310,16 +342,20 @@ class SyncEngine:
             started_at=started,
             resumed=checkpoint.generation if checkpoint.generation != run_id else None,
         )
+        spec = provider.data_types().get(key.data_type)
+        progress.weight = spec.weight if spec is not None else 1
+        progress.complete_listing = spec.complete_listing if spec is not None else True
         logger.info("sync started: %s run=%s trigger=%s", key.describe(), run_id, trigger.value)
         try:
             self._store.put_run(run, self.retention_seconds)
+            credentials = self._open_credentials(connection, provider, progress, rejected=False)
             while True:
                 if deadline is not None and progress.upstream_calls > 0 and self._clock.now() >= deadline:
                     return self._hand_off(run, progress)
                 request = FetchRequest(
                     connection_id=connection.connection_id,
                     data_type=key.data_type,
-                    credentials=connection.credentials,
+                    credentials=credentials,
                     settings=connection.settings,
                     page_token=checkpoint.page_token,
                     since=checkpoint.since,
@@ -327,10 +363,10 @@ class SyncEngine:
                     now_epoch=0.0,
                     sleep=self._clock.sleep,
                 )
-                page = self._fetch(provider, request, progress, admission.state_after)
+                page, credentials = self._fetch(connection, provider, request, progress, admission.state_after)
                 self._store.renew_lease(key, owner, self._clock.now(), self._settings.lease_ttl_seconds)
                 progress.counts = progress.counts.plus(
-                    self._store_page(key, page, checkpoint.generation if checkpoint.since is None else None)
+                    self._store_page(key, page, checkpoint.generation if checkpoint.since is None else None, progress)
                 )
                 checkpoint = self._advance(checkpoint, page)
                 if page.next_page_token is None:
@@ -352,12 +388,33 @@ class SyncEngine:
             log_crash(logger, f"sync crashed: {key.describe()} run={run_id}", exc)
             return self._fail(run, progress, f"internal error ({type(exc).__name__})", connection, policy, state)
 
+    def _open_credentials(
+        self, connection: Connection, provider: Provider, progress: _Progress, *, rejected: bool
+    ) -> Mapping[str, Any]:
+        if self._credentials is None:
+            raise ProviderAuthError(f"provider {progress.provider!r}: no credential store is configured")
+        return self._credentials.credentials_for(connection, provider, deadline=progress.deadline, rejected=rejected)
+
     def _fetch(
-        self, provider: Provider, request: FetchRequest, progress: _Progress, breaker_seen: BreakerState
-    ) -> Page:
-        """One page: a token per attempt, retries with full-jitter backoff, the provider's own waits honoured."""
+        self,
+        connection: Connection,
+        provider: Provider,
+        request: FetchRequest,
+        progress: _Progress,
+        breaker_seen: BreakerState,
+    ) -> tuple[Page, Mapping[str, Any]]:
+        """One page: a token per attempt, retries with full-jitter backoff, the provider's own waits honoured.
+
+        For an OAuth2 provider the access token is refreshed before it expires, and once after a 401;
+        the (possibly new) credentials come back with the page for the pages after it.
+        """
         attempt = 0
+        token_client = token_client_of(provider)
         while True:
+            if token_client is not None and token_client.needs_refresh(request.credentials, self._clock.now()):
+                request = replace(
+                    request, credentials=self._open_credentials(connection, provider, progress, rejected=False)
+                )
             self._take_token(progress)
             self._keep_alive(progress)
             timeout = self._fetch_timeout(progress.deadline)
@@ -367,9 +424,28 @@ class SyncEngine:
             try:
                 page = provider.fetch_page(replace(request, timeout_seconds=timeout, now_epoch=self._clock.now()))
             except ProviderError as exc:
+                progress.feedback = exc.response_headers or None
                 if isinstance(exc, ProviderRateLimitError) and exc.retry_after_seconds:
                     # Every worker waits, not only this one (also when this was our last attempt).
-                    self._guard.hold(progress.provider, self._clock.now() + exc.retry_after_seconds)
+                    self._guard.hold(
+                        progress.provider,
+                        self._clock.now() + exc.retry_after_seconds,
+                        connection_scope=progress.connection_scope,
+                    )
+                if (
+                    isinstance(exc, ProviderAuthError)
+                    and not isinstance(exc, ProviderGrantError)
+                    and exc.upstream_status == 401
+                    and token_client is not None
+                    and not progress.refreshed
+                ):
+                    # The access token may have been revoked early or rotated elsewhere: refresh once.
+                    progress.refreshed = True
+                    self._provider_answered(progress, breaker_seen)
+                    request = replace(
+                        request, credentials=self._open_credentials(connection, provider, progress, rejected=True)
+                    )
+                    continue
                 if not exc.retryable:
                     if exc.upstream_status is not None:  # an answer; a locally raised error proves nothing
                         self._provider_answered(progress, breaker_seen)
@@ -380,7 +456,8 @@ class SyncEngine:
                 self._back_off(exc, attempt, progress)
                 continue
             self._provider_answered(progress, breaker_seen)
-            return page
+            progress.feedback = page.response_headers or None
+            return page, request.credentials
 
     def _provider_answered(self, progress: _Progress, breaker_seen: BreakerState) -> None:
         if not progress.provider_answered:
@@ -408,7 +485,14 @@ class SyncEngine:
     def _take_token(self, progress: _Progress) -> None:
         waited = 0.0
         while True:
-            wait = self._guard.take_token(progress.provider, self._clock.now())
+            wait = self._guard.take_token(
+                progress.provider,
+                self._clock.now(),
+                weight=progress.weight,
+                connection_scope=progress.connection_scope,
+                feedback=progress.feedback,
+            )
+            progress.feedback = None  # applied by that write, granted or not
             if wait is None:
                 return
             # A little jitter, so workers waiting for the same token do not all ask at the same instant.
@@ -434,9 +518,25 @@ class SyncEngine:
         remaining = deadline - self._clock.now()
         return min(remaining, longest) if remaining >= _MIN_USEFUL_FETCH_SECONDS else None
 
-    def _store_page(self, key: DatasetKey, page: Page, generation: str | None) -> SyncCounts:
-        """Upsert one page. ``generation`` is set on full passes so the final sweep can find deletions."""
-        latest = {record.record_id: record for record in page.records}
+    def _store_page(self, key: DatasetKey, page: Page, generation: str | None, progress: _Progress) -> SyncCounts:
+        """Upsert one page. ``generation`` is set on full passes so the final sweep can find deletions.
+
+        Records the provider could not parse, and records the store cannot hold (an id over
+        512 bytes, more than 350 KB of JSON), are skipped and named in the run; the rest are kept.
+        """
+        skipped = list(page.skipped)
+        latest = {}
+        for record in page.records:
+            problem = record_problem(record)
+            if problem is None:
+                latest[record.record_id] = record
+            else:
+                skipped.append(problem)
+        for item in skipped:
+            if len(progress.skipped_samples) < _SKIPPED_SAMPLES:
+                progress.skipped_samples.append(describe_skipped(item))
+        if skipped:
+            logger.warning("sync of %s skipped %d record(s): %s", key.describe(), len(skipped), skipped[0].reason)
         live = [r for r in latest.values() if not r.deleted]
         tombstones = [r.record_id for r in latest.values() if r.deleted]
         existing = self._store.get_record_hashes(key, latest)
@@ -459,7 +559,14 @@ class SyncEngine:
         deleted = [rid for rid in tombstones if rid in existing]
         if deleted:
             self._store.delete_records(key, deleted)
-        return SyncCounts(inserted=inserted, updated=updated, unchanged=unchanged, deleted=len(deleted), pages=1)
+        return SyncCounts(
+            inserted=inserted,
+            updated=updated,
+            unchanged=unchanged,
+            deleted=len(deleted),
+            pages=1,
+            skipped=len(skipped),
+        )
 
     @staticmethod
     def _advance(checkpoint: Checkpoint, page: Page) -> Checkpoint:
@@ -489,13 +596,18 @@ class SyncEngine:
         owner = progress.owner
         record_count: int | None = None
         full_pass = checkpoint.since is None
-        if full_pass:
+        if full_pass and progress.complete_listing:
             self._store.renew_lease(key, owner, self._clock.now(), self._settings.lease_ttl_seconds)
             deleted, record_count = self._store.sweep_unseen_records(key, checkpoint.generation)
             progress.counts = progress.counts.plus(SyncCounts(deleted=deleted))
         counts = progress.totals()
         now = self._clock.now()
-        watermark = checkpoint.max_updated_at or checkpoint.since
+        watermark = capped_watermark(
+            checkpoint.max_updated_at,
+            checkpoint.since,
+            pass_started_at=pass_started_at(checkpoint.generation, run.started_at or now),
+            lookback_seconds=self._settings.watermark_lookback_seconds,
+        )
         next_sync_at = None if policy.schedule_every_seconds is None else now + policy.schedule_every_seconds
         self._store.finish_success(
             key,
@@ -509,7 +621,8 @@ class SyncEngine:
             next_sync_at=next_sync_at,
             full_pass=full_pass,
         )
-        self._finish_run(run, RunStatus.SUCCEEDED, counts, None)
+        self._finish_run(run, RunStatus.SUCCEEDED, counts, None, progress)
+        self._observe_limits(progress)
         if connection.auth_failures:
             self._store.reset_auth_failures(connection)
         self._record_stats(run, connection.provider, succeeded=True, error=None)
@@ -547,9 +660,14 @@ class SyncEngine:
             )
         except LeaseLostError as exc:
             return self._abandon(run, progress, str(exc))
-        self._finish_run(run, RunStatus.FAILED, counts, error)
+        self._finish_run(run, RunStatus.FAILED, counts, error, progress)
+        self._observe_limits(progress)
         self._record_stats(run, connection.provider, succeeded=False, error=error)
-        if isinstance(provider_error, ProviderAuthError):
+        if isinstance(provider_error, ProviderGrantError):
+            # The credential keeper already marked the connection NEEDS_REVIEW: retrying cannot help.
+            logger.warning("connection %s/%s needs review: %s", connection.user_id, connection.connection_id, error)
+            self._unschedule_connection(connection, now)
+        elif isinstance(provider_error, ProviderAuthError):
             self._count_auth_failure(connection, error, now)
         return SyncOutcome(OutcomeKind.FAILED, run.run_id, counts, error=error)
 
@@ -559,6 +677,9 @@ class SyncEngine:
         if not self._store.record_auth_failure(connection, threshold=threshold, reason=reason, now=now):
             return
         logger.warning("connection %s/%s needs review: %s", connection.user_id, connection.connection_id, error)
+        self._unschedule_connection(connection, now)
+
+    def _unschedule_connection(self, connection: Connection, now: float) -> None:
         keys = [
             DatasetKey(connection.user_id, connection.connection_id, data_type)
             for data_type in self._registry.get(connection.provider).data_types()
@@ -566,7 +687,7 @@ class SyncEngine:
         self._store.set_schedule(keys, None)
         # A PUT may have revived the connection meanwhile. It writes the connection before it reschedules,
         # so if we still see it broken here, its rescheduling comes after ours; if not, reschedule it now.
-        current = self._store.get_connection(connection.user_id, connection.connection_id)
+        current = self._store.get_connection(connection.user_id, connection.connection_id, consistent=True)
         if current is not None and current.status is ConnectionStatus.ACTIVE:
             self._store.set_schedule(keys, now)
 
@@ -593,7 +714,7 @@ class SyncEngine:
         self.queue_claimed_job(job, delay_seconds=delay_seconds)
         counts = progress.totals()
         status = RunStatus.DEFERRED if delay_seconds > 0 else RunStatus.HANDED_OFF
-        self._finish_run(run, status, counts, reason)
+        self._finish_run(run, status, counts, reason, progress)
         return SyncOutcome(
             OutcomeKind.HANDED_OFF,
             run.run_id,
@@ -629,10 +750,25 @@ class SyncEngine:
         if self._store.get_state(run.key) is None:
             self._store.delete_dataset(run.key)
         else:
-            self._finish_run(run, RunStatus.LEASE_LOST, counts, error)
+            self._finish_run(run, RunStatus.LEASE_LOST, counts, error, progress)
         return SyncOutcome(OutcomeKind.LEASE_LOST, run.run_id, counts, error=error)
 
-    def _finish_run(self, run: SyncRun, status: RunStatus, counts: SyncCounts, error: str | None) -> None:
+    def _observe_limits(self, progress: _Progress) -> None:
+        """The last answer's rate-limit headers had no next take to ride on: let the guard decide if
+        they are worth a write (only when clearly tighter than the shared state)."""
+        if not progress.feedback:
+            return
+        try:
+            self._guard.observe(
+                progress.provider, progress.feedback, self._clock.now(), connection_scope=progress.connection_scope
+            )
+        except Exception:  # feedback is advice; it must never fail a finished sync
+            logger.exception("could not record %s rate-limit feedback", progress.provider)
+        progress.feedback = None
+
+    def _finish_run(
+        self, run: SyncRun, status: RunStatus, counts: SyncCounts, error: str | None, progress: _Progress
+    ) -> None:
         finished = SyncRun(
             key=run.key,
             run_id=run.run_id,
@@ -644,5 +780,6 @@ class SyncEngine:
             counts=counts,
             error=error,
             resumed=run.resumed,
+            skipped_records=tuple(progress.skipped_samples),
         )
         self._store.put_run(finished, self.retention_seconds)

@@ -4,6 +4,10 @@ A tick never scans the table and never writes per dataset: one Query per shard, 
 TransactWriteItems per 100 claims, one SendMessageBatch per 10 jobs. Claims make a
 double-fired tick (EventBridge delivers at least once) or a manual ``POST /sync/run``
 racing the schedule harmless: a dataset is claimed by one of them only.
+
+Each provider gets a quota per tick: what its tightest rate window sustains (``tick_quota``).
+Fractions carry over in the scheduler state, so a tick fired twice plans nothing twice and a
+daily limit is spread over the day. What each tick saw is kept per provider under ``quota``.
 """
 
 from __future__ import annotations
@@ -21,15 +25,23 @@ from chalicelib.clock import Clock
 from chalicelib.config import Settings
 from chalicelib.domain import Trigger
 from chalicelib.engine import new_run_id
+from chalicelib.errors import SmartSyncError
 from chalicelib.guard import ProviderGuard
 from chalicelib.jobs import Job, JobQueue
-from chalicelib.providers import ProviderRegistry
+from chalicelib.providers import LimitScope, ProviderRegistry
 from chalicelib.reads import PolicyResolver
 from chalicelib.schedule import (
     DueDataset,
     ProviderGate,
+    TickPlan,
+    TickQuota,
     all_shards,
+    jobs_allowed,
+    per_connection_jobs,
     plan_tick,
+    quota_credit,
+    quota_report,
+    tick_quota,
 )
 from chalicelib.store import DynamoStore
 
@@ -38,8 +50,6 @@ logger = logging.getLogger(__name__)
 SCHEDULER_KEY = "scheduler"
 _PARALLEL_CALLS = 8
 _CLAIM_CHUNK = 100
-# Let a provider's tick quota cover a bit more than its rate can serve before the next tick.
-_QUOTA_HEADROOM = 1.5
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,8 @@ class SchedulerState:
     first_seen_at: float | None = None
     last_tick_at: float | None = None
     last_tick: dict[str, Any] = field(default_factory=dict)
+    quota: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per provider: what the last tick saw against its quota (``quota_report``) and the ``credit`` it left."""
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> SchedulerState:
@@ -99,10 +111,12 @@ class FanOut:
         logger.warning("scheduler %s", "paused" if paused else "resumed")
         return state
 
-    def _record_tick(self, summary: dict[str, Any], now: float) -> None:
+    def _record_tick(self, summary: dict[str, Any], now: float, quota: dict[str, dict[str, Any]] | None) -> None:
         def decide(current: dict[str, Any] | None) -> tuple[None, dict[str, Any]]:
             state = SchedulerState.from_dict(current)
             ticked = replace(state, last_tick_at=now, last_tick=summary, first_seen_at=state.first_seen_at or now)
+            if quota is not None:
+                ticked = replace(ticked, quota=quota)
             return None, ticked.to_dict()
 
         self._store.update_shared_json(SCHEDULER_KEY, decide)
@@ -116,9 +130,11 @@ class FanOut:
         summary: dict[str, Any] = {"trigger": trigger, "due": 0, "queued": 0, "skipped": {}}
         if state.paused:
             summary["skipped"] = {"service_paused": "all"}
-            self._record_tick(summary, now)
+            self._record_tick(summary, now, None)
             return summary
-        gates = self._gates(now)
+        quotas = self._quotas()
+        credits = self._credits(quotas, state, now)
+        gates = self._gates(now, quotas, credits)
         candidates = self._due(now)
         plan = plan_tick(
             candidates,
@@ -146,24 +162,110 @@ class FanOut:
             skipped={reason: count for reason, count in sorted(skipped.items()) if count},
             duration_seconds=round(self._clock.now() - now, 3),
         )
-        self._record_tick(summary, now)
+        self._record_tick(summary, now, self._quota_state(plan, candidates, quotas, credits, now))
         logger.info("tick: %s", summary)
         return summary
 
-    def _gates(self, now: float) -> dict[str, ProviderGate]:
-        """Per provider: closed, probing (one job) or open (none), and a quota its rate can serve."""
+    # --- provider quotas -------------------------------------------------------
+
+    def _per_connection(self, provider: str) -> bool:
+        return self._registry.limits(provider).scope is LimitScope.CONNECTION
+
+    def _quotas(self) -> dict[str, TickQuota]:
+        """Per provider: the syncs per tick its tightest rate window sustains."""
+        quotas: dict[str, TickQuota] = {}
+        for provider in self._registry.names():
+            limits = self._registry.limits(provider)
+            quotas[provider] = tick_quota(
+                limits.windows,
+                tick_interval_seconds=self._settings.tick_interval_seconds,
+                weight_per_sync=limits.calls_per_sync * self._call_weight(provider),
+            )
+        return quotas
+
+    def _call_weight(self, provider: str) -> float:
+        """The average weight of one call, over the provider's scheduled data types."""
+        specs = self._registry.get(provider).data_types()
+        scheduled = [
+            spec.weight
+            for name, spec in specs.items()
+            if self._policies.policy(provider, name).schedule_every_seconds is not None
+        ]
+        weights = scheduled or [spec.weight for spec in specs.values()]
+        return max(1.0, sum(weights) / len(weights)) if weights else 1.0
+
+    def _credits(self, quotas: dict[str, TickQuota], state: SchedulerState, now: float) -> dict[str, float]:
+        interval = self._settings.tick_interval_seconds
+        elapsed = 1.0 if state.last_tick_at is None else (now - state.last_tick_at) / interval
+        credits: dict[str, float] = {}
+        for provider, quota in quotas.items():
+            carried = (state.quota.get(provider) or {}).get("credit")
+            credits[provider] = quota_credit(quota.per_tick, None if carried is None else float(carried), elapsed)
+        return credits
+
+    def _quota_state(
+        self,
+        plan: TickPlan,
+        candidates: Sequence[DueDataset],
+        quotas: dict[str, TickQuota],
+        credits: dict[str, float],
+        now: float,
+    ) -> dict[str, dict[str, Any]]:
+        intervals = self._schedule_intervals(candidates, now)
+        recorded: dict[str, dict[str, Any]] = {}
+        for provider, quota in quotas.items():
+            seen = plan.providers.get(provider)
+            per_connection = self._per_connection(provider)
+            report = quota_report(
+                provider,
+                seen,
+                quota,
+                now=now,
+                tick_interval_seconds=self._settings.tick_interval_seconds,
+                schedule_every_seconds=intervals.get(provider),
+                per_connection=per_connection,
+            )
+            planned = 0 if seen is None or per_connection else seen.planned
+            report["credit"] = round(max(0.0, credits[provider] - planned), 6)
+            recorded[provider] = report
+            if report["deferred_by_quota"]:
+                logger.info("%s", report["summary"])
+        return recorded
+
+    def _schedule_intervals(self, candidates: Sequence[DueDataset], now: float) -> dict[str, float]:
+        """Per provider, the mean schedule interval of its due datasets (to say how much it stretches)."""
+        every: dict[tuple[str, str], int | None] = {}
+        sums: Counter[str] = Counter()
+        counts: Counter[str] = Counter()
+        for due in candidates:
+            pair = (due.provider, due.key.data_type)
+            if due.next_sync_at > now:
+                continue
+            if pair not in every:
+                try:
+                    every[pair] = self._policies.policy(*pair).schedule_every_seconds
+                except SmartSyncError:  # a provider or data type no longer configured
+                    every[pair] = None
+            interval = every[pair]
+            if interval:
+                sums[due.provider] += interval
+                counts[due.provider] += 1
+        return {provider: sums[provider] / counts[provider] for provider in counts}
+
+    def _gates(self, now: float, quotas: dict[str, TickQuota], credits: dict[str, float]) -> dict[str, ProviderGate]:
+        """Per provider: closed, probing (one job) or open (none), and the jobs its quota allows."""
         providers = self._registry.names()
         not_closed = self._guard.open_breakers(providers, now)
         config = self._guard.breaker_config
         gates: dict[str, ProviderGate] = {}
         for provider in providers:
-            limits = self._registry.limits(provider)
-            quota = max(
-                1, math.ceil(limits.requests_per_second * self._settings.tick_interval_seconds * _QUOTA_HEADROOM)
+            per_connection = self._per_connection(provider)
+            allowed = (
+                per_connection_jobs(quotas[provider].per_tick) if per_connection else jobs_allowed(credits[provider])
             )
             breaker = not_closed.get(provider)
             if breaker is None:
-                gates[provider] = ProviderGate(max_jobs=quota)
+                gates[provider] = ProviderGate(max_jobs=allowed, per_connection=per_connection)
             elif admit(breaker, "schedule", now, config).allowed:
                 gates[provider] = ProviderGate(probe_only=True)
             else:

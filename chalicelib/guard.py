@@ -1,12 +1,16 @@
-"""A provider's shared limits, as every Lambda sees them: breaker, concurrency slots, token bucket.
+"""A provider's shared limits, as every Lambda sees them: breaker, concurrency slots, rate windows.
 
 The decisions are pure (``breaker.py``, ``limits.py``); this module only reads and writes
-their state in DynamoDB (one item each, version-guarded) so every worker agrees.
+their state in DynamoDB (one item each, version-guarded) so every worker agrees. All of a
+provider's rate windows live in ONE item per limit scope, so taking from every window is one
+read and one conditional write.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -23,8 +27,18 @@ from chalicelib.breaker import (
 from chalicelib.clock import to_iso
 from chalicelib.config import Settings
 from chalicelib.errors import StoreBusyError
-from chalicelib.limits import Bucket, level_at, take_slot
-from chalicelib.providers import ProviderRegistry
+from chalicelib.limits import (
+    RateWindow,
+    WindowLevels,
+    hold_all,
+    levels_at,
+    may_tighten,
+    observe,
+    take_slot,
+    take_weight,
+)
+from chalicelib.models import LimitItem
+from chalicelib.providers import LimitScope, ProviderLimits, ProviderRegistry
 from chalicelib.store import DynamoStore, shared_json
 
 logger = logging.getLogger(__name__)
@@ -42,8 +56,27 @@ def slots_key(provider: str) -> str:
     return f"slots#{provider}"
 
 
-def bucket_key(provider: str) -> str:
-    return f"bucket#{provider}"
+def bucket_key(provider: str, connection_scope: str | None = None) -> str:
+    """The item holding a limit scope's rate windows: the provider's, or one connection's own."""
+    return f"bucket#{provider}" if connection_scope is None else f"bucket#{provider}#{connection_scope}"
+
+
+def connection_scope_of(user_id: str, connection_id: str) -> str:
+    """What the engine passes as ``connection_scope`` for a connection."""
+    return f"{user_id}#{connection_id}"
+
+
+def window_state(item: LimitItem | None, windows: Sequence[RateWindow]) -> WindowLevels:
+    """A bucket item as window levels: the JSON document, or a single-bucket item from before windows."""
+    if item is None:
+        return WindowLevels.fresh(windows)
+    if item.data_json:
+        return WindowLevels.from_dict(json.loads(item.data_json), windows)
+    return WindowLevels.from_single_bucket(item.tokens, item.updated_at, windows)
+
+
+def _write(state: WindowLevels, windows: Sequence[RateWindow]) -> list[Any]:
+    return [LimitItem.data_json.set(json.dumps(state.to_dict(windows), separators=(",", ":")))]
 
 
 class ProviderGuard:
@@ -60,9 +93,12 @@ class ProviderGuard:
             probe_ttl_seconds=float(self._settings.lease_ttl_seconds),
         )
 
-    def bucket(self, provider: str) -> Bucket:
-        limits = self._registry.limits(provider)
-        return Bucket(capacity=float(limits.burst), refill_per_second=limits.requests_per_second)
+    def _limit_key(self, provider: str, limits: ProviderLimits, connection_scope: str | None) -> str:
+        if limits.scope is LimitScope.CONNECTION:
+            if not connection_scope:
+                raise ValueError(f"provider {provider!r} limits each connection: a connection_scope is needed")
+            return bucket_key(provider, connection_scope)
+        return bucket_key(provider)
 
     # --- breaker ---------------------------------------------------------------
 
@@ -156,24 +192,78 @@ class ProviderGuard:
         except StoreBusyError:
             logger.warning("could not release a %s slot; it frees itself when it expires", provider)
 
-    # --- token bucket ----------------------------------------------------------
+    # --- rate windows ----------------------------------------------------------
 
-    def take_token(self, provider: str, now: float) -> float | None:
-        """One upstream call's worth of the provider's rate; ``None`` when granted, else seconds to wait."""
-        bucket = self.bucket(provider)
+    def take_token(
+        self,
+        provider: str,
+        now: float,
+        *,
+        weight: int = 1,
+        connection_scope: str | None = None,
+        feedback: Mapping[str, str] | None = None,
+    ) -> float | None:
+        """One call's ``weight`` from every rate window at once; ``None`` when granted, else seconds to wait.
+
+        ``feedback`` (the previous answer's lower-cased headers) lowers the windows to the
+        provider's own count in the same conditional write. ``connection_scope``
+        (``user_id#connection_id``) picks the connection's own limit when the provider's scope
+        is "connection"; it is ignored otherwise.
+        """
+        limits = self._registry.limits(provider)
+        windows = limits.windows
+        key = self._limit_key(provider, limits, connection_scope)
+
+        def decide(item: LimitItem | None) -> tuple[float | None, list[Any] | None]:
+            result = take_weight(windows, window_state(item, windows), now, weight=weight, feedback=feedback)
+            actions = None if result.state_after is None else _write(result.state_after, windows)
+            return (None if result.granted else result.retry_after_seconds), actions
+
         try:
-            return self._store.take_token(bucket_key(provider), bucket, now, attempts=_TOKEN_ATTEMPTS)
+            return self._store.update_shared(key, decide, attempts=_TOKEN_ATTEMPTS)
         except StoreBusyError:
-            return 1.0 / bucket.refill_per_second  # other workers took the tokens in between
+            # Other workers took the room in between: ask again about when the fastest window refills a call.
+            return min(1.0, min(weight / w.refill_per_second for w in windows))
 
-    def hold(self, provider: str, until: float) -> None:
-        """The provider said "wait until ``until``": no worker calls it before then."""
-        self._store.hold_bucket(bucket_key(provider), until)
+    def hold(self, provider: str, until: float, *, connection_scope: str | None = None) -> None:
+        """The provider said "wait until ``until``": no worker calls it (in this scope) before then."""
+        limits = self._registry.limits(provider)
+        windows = limits.windows
+        key = self._limit_key(provider, limits, connection_scope)
+
+        def decide(item: LimitItem | None) -> tuple[None, list[Any] | None]:
+            held = hold_all(windows, window_state(item, windows), until)
+            return None, (None if held is None else _write(held, windows))
+
+        self._store.update_shared(key, decide)
+
+    def observe(
+        self, provider: str, headers: Mapping[str, str], now: float, *, connection_scope: str | None = None
+    ) -> None:
+        """The last answer's rate-limit headers, at the end of a sync: written only when clearly tighter.
+
+        Headers that could not lower any window cost no call at all; otherwise one read, and a
+        write only if the stored state is clearly above what the provider counts.
+        """
+        limits = self._registry.limits(provider)
+        windows = limits.windows
+        if not may_tighten(windows, headers, now):
+            return
+        key = self._limit_key(provider, limits, connection_scope)
+
+        def decide(item: LimitItem | None) -> tuple[None, list[Any] | None]:
+            tightened = observe(windows, window_state(item, windows), headers, now)
+            return None, (None if tightened is None else _write(tightened, windows))
+
+        try:
+            self._store.update_shared(key, decide, attempts=_TOKEN_ATTEMPTS)
+        except StoreBusyError:
+            logger.info("%s rate-limit feedback dropped: other workers are writing the same limit", provider)
 
     # --- status ----------------------------------------------------------------
 
     def snapshot(self, providers: list[str], now: float) -> dict[str, dict[str, Any]]:
-        """Breaker, bucket and slots of each provider, from one BatchGetItem."""
+        """Breaker, rate windows and slots of each provider, from one BatchGetItem."""
         keys = [k for p in providers for k in (breaker_key(p), bucket_key(p), slots_key(p))]
         items = self._store.get_shared_many(keys)
         config = self.breaker_config
@@ -181,13 +271,6 @@ class ProviderGuard:
         for provider in providers:
             limits = self._registry.limits(provider)
             breaker = BreakerState.from_dict(shared_json(items.get(breaker_key(provider))))
-            bucket_item = items.get(bucket_key(provider))
-            tokens = level_at(
-                self.bucket(provider),
-                bucket_item.tokens if bucket_item else None,
-                bucket_item.updated_at if bucket_item else None,
-                now,
-            )
             holders = (shared_json(items.get(slots_key(provider))) or {}).get("holders", {})
             running = sum(1 for expiry in holders.values() if expiry > now)
             next_try = retry_at(breaker, now, config)
@@ -200,11 +283,7 @@ class ProviderGuard:
                     "last_failure": breaker.last_failure,
                     "last_failure_at": to_iso(breaker.last_failure_at),
                 },
-                "bucket": {
-                    "tokens": round(tokens, 2),
-                    "capacity": limits.burst,
-                    "requests_per_second": limits.requests_per_second,
-                },
+                **rate_view(limits, items.get(bucket_key(provider)), now),
                 "concurrency": {"running_syncs": running, "max_concurrent_syncs": limits.max_concurrent_syncs},
             }
         return out
@@ -218,3 +297,43 @@ class ProviderGuard:
             if state.status is not BreakerStatus.CLOSED:
                 states[provider] = state
         return states
+
+
+def rate_view(limits: ProviderLimits, item: LimitItem | None, now: float) -> dict[str, Any]:
+    """``scope``, each window's level and capacity, and ``bucket`` (the emptiest window, as before windows).
+
+    A provider limited per connection has one state per connection: its levels are not listed here.
+    """
+    windows = limits.windows
+    shared = limits.scope is LimitScope.PROVIDER
+    state = window_state(item, windows)
+    held = shared and state.hold_until is not None and state.hold_until > now
+    levels: Sequence[float | None] = (
+        [0.0 if held else max(0.0, level) for level in levels_at(windows, state, now)]
+        if shared
+        else [None] * len(windows)
+    )
+    views = [
+        {
+            "limit": window.describe(),
+            "requests": window.requests,
+            "per_seconds": window.per_seconds,
+            "capacity": window.capacity,
+            "refill_per_second": round(window.refill_per_second, 6),
+            "tokens": None if level is None else round(level, 2),
+        }
+        for window, level in zip(windows, levels, strict=True)
+    ]
+    emptiest = min(
+        range(len(windows)), key=lambda i: (levels[i] or 0.0) / windows[i].capacity if shared else windows[i].capacity
+    )
+    return {
+        "scope": limits.scope.value,
+        "windows": views,
+        "held_until": to_iso(state.hold_until) if held else None,
+        "bucket": {
+            "tokens": views[emptiest]["tokens"],
+            "capacity": windows[emptiest].capacity,
+            "requests_per_second": views[emptiest]["refill_per_second"],
+        },
+    }

@@ -15,13 +15,27 @@ from pynamodb.attributes import (
     UnicodeAttribute,
 )
 from pynamodb.connection import Connection
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection
 from pynamodb.models import Model
 
 from chalicelib.config import Settings
 
 STATE_SORT_KEY = "#state"
 RECORD_SORT_PREFIX = "r#"
+
+
+class ConnectionsByProviderUserIndex(GlobalSecondaryIndex["ConnectionItem"]):  # type: ignore[no-untyped-call]
+    """Inbound webhooks name the provider's user, not ours: ``provider#provider_user_id`` -> connection keys.
+
+    Sparse: only connections with a provider user id carry ``provider_user_key``. Keys only, so
+    the sealed credentials are not copied into the index; callers read the items themselves.
+    """
+
+    class Meta:
+        index_name = "by_provider_user"
+        projection = KeysOnlyProjection()
+
+    provider_user_key = UnicodeAttribute(hash_key=True)
 
 
 class ConnectionItem(Model):
@@ -32,7 +46,16 @@ class ConnectionItem(Model):
     user_id = UnicodeAttribute(hash_key=True)
     connection_id = UnicodeAttribute(range_key=True)
     provider = UnicodeAttribute()
-    credentials_json = UnicodeAttribute(default="{}")
+    credentials_sealed = UnicodeAttribute(null=True)
+    """A KMS envelope (``chalicelib.credentials``); never the plaintext."""
+    credentials_version = NumberAttribute(default=0)
+    """Bumped by every credentials write: a PUT carrying credentials or a token refresh (the refresh's fence)."""
+    refresh_owner = UnicodeAttribute(null=True)
+    refresh_expires_at = NumberAttribute(null=True)
+    """The token refresh lease: one instance at a time spends the refresh token."""
+    provider_user_id = UnicodeAttribute(null=True)
+    provider_user_key = UnicodeAttribute(null=True)
+    """``provider#provider_user_id``, set only with a provider user id (keeps ``by_provider_user`` sparse)."""
     settings_json = UnicodeAttribute(default="{}")
     status = UnicodeAttribute(default="ACTIVE")
     status_reason = UnicodeAttribute(null=True)
@@ -40,6 +63,8 @@ class ConnectionItem(Model):
     """Provider 401/403 answers in a row; at the threshold the connection becomes NEEDS_REVIEW."""
     created_at = NumberAttribute()
     updated_at = NumberAttribute()
+    """When the user last PUT the connection; a token refresh leaves it alone."""
+    by_provider_user = ConnectionsByProviderUserIndex()
 
 
 class DatasetsByUserIndex(GlobalSecondaryIndex["StateItem"]):  # type: ignore[no-untyped-call]
@@ -147,6 +172,9 @@ class RunItem(Model):
     deleted = NumberAttribute(default=0)
     pages = NumberAttribute(default=0)
     upstream_calls = NumberAttribute(default=0)
+    skipped = NumberAttribute(default=0)
+    skipped_json = UnicodeAttribute(null=True)
+    """The first few skipped records as a JSON list of ``"<reason>: <id>"``."""
     error = UnicodeAttribute(null=True)
     resumed = UnicodeAttribute(null=True)
     expires_at = NumberAttribute()

@@ -11,7 +11,7 @@ from chalicelib.fanout import FanOut, SchedulerState
 from chalicelib.guard import ProviderGuard
 from chalicelib.models import LimitItem
 from chalicelib.providers import ProviderRegistry
-from chalicelib.schedule import SCHEDULE_SHARDS, HealthInputs, health_status
+from chalicelib.schedule import SCHEDULE_SHARDS, STRETCH_WARNING, HealthInputs, health_status
 from chalicelib.store import STATS_KEY, DynamoStore
 
 
@@ -38,6 +38,14 @@ def _statistics(item: LimitItem | None) -> dict[str, Any]:
         "last_error": item.last_error if item else None,
         "last_error_time": to_iso(item.last_error_at) if item else None,
     }
+
+
+def _quota_view(scheduler: SchedulerState, provider: str) -> dict[str, Any] | None:
+    """What the last tick saw of the provider against its quota; ``None`` before its first tick."""
+    recorded = scheduler.quota.get(provider)
+    if not recorded:
+        return None
+    return {key: value for key, value in recorded.items() if key != "credit"}
 
 
 class OperatorService:
@@ -78,6 +86,12 @@ class OperatorService:
         limits = self._guard.snapshot(providers, now)
         statistics = _statistics(items.get(STATS_KEY))
         open_breakers = [p for p, view in limits.items() if view["breaker"]["state"] != "closed"]
+        quotas = {p: _quota_view(scheduler, p) for p in providers}
+        stretched = tuple(
+            view["summary"]
+            for view in quotas.values()
+            if view is not None and view.get("stretch_factor", 1.0) >= STRETCH_WARNING
+        )
         health, reasons = health_status(
             HealthInputs(
                 total_syncs=statistics["total_syncs"],
@@ -88,6 +102,7 @@ class OperatorService:
                 last_tick_at=scheduler.last_tick_at,
                 started_at=scheduler.first_seen_at,
                 failure_threshold=self._settings.breaker_failure_threshold,
+                stretched_schedules=stretched,
             ),
             now,
             self._settings.tick_interval_seconds,
@@ -103,6 +118,7 @@ class OperatorService:
             "providers": {
                 provider: {
                     **limits[provider],
+                    "quota": quotas[provider],
                     "statistics": _statistics(items.get(f"{STATS_KEY}#{provider}")),
                 }
                 for provider in providers

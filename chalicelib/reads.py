@@ -295,6 +295,7 @@ class _Answer:
         include_data: bool = True,
     ) -> dict[str, Any]:
         age = self.age
+        skipped = self.state.last_counts.skipped if self.state.last_counts else 0
         metadata: dict[str, Any] = {
             "source": source,
             "freshness": self.freshness.value,
@@ -306,8 +307,14 @@ class _Answer:
             "cooldown_seconds": self.policy.cooldown_seconds,
             "max_staleness_seconds": self.policy.max_staleness_seconds,
             "record_count": self.state.record_count,
+            "skipped_records": skipped,
             "message": message,
         }
+        if skipped and not warning:
+            warning = (
+                f"{skipped} record(s) from the provider were left out of the last sync (malformed or too large "
+                "to store); the run history names them"
+            )
         if warning:
             metadata["warning"] = warning
         if error:

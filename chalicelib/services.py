@@ -10,6 +10,7 @@ from typing import Any
 from chalicelib.clock import Clock, to_iso
 from chalicelib.config import Settings
 from chalicelib.coordinator import SyncCoordinator
+from chalicelib.credentials import CredentialsChangedError, CredentialsUnreadableError, CredentialVault
 from chalicelib.domain import (
     Connection,
     ConnectionStatus,
@@ -28,6 +29,7 @@ from chalicelib.errors import (
     JobNotClaimableError,
     NotFoundError,
     QueueUnavailableError,
+    StoreBusyError,
     ValidationError,
 )
 from chalicelib.fanout import FanOut
@@ -40,6 +42,18 @@ from chalicelib.store import DynamoStore
 logger = logging.getLogger(__name__)
 
 _MAX_CONNECTION_FIELD_BYTES = 16_384
+_PUT_ATTEMPTS = 3
+
+
+def _provider_user_id(value: Any) -> str | None:
+    """The account's id at the provider (webhooks name it): safe characters, or a whole number; null clears it."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ValidationError("provider_user_id must be a string or a whole number")
+    return validate_id("provider_user_id", value)
 
 
 def _object(body: Any, name: str) -> Mapping[str, Any]:
@@ -51,13 +65,29 @@ def _object(body: Any, name: str) -> Mapping[str, Any]:
 
 
 class ConnectionService:
-    def __init__(self, store: DynamoStore, registry: ProviderRegistry, policies: PolicyResolver, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: DynamoStore,
+        registry: ProviderRegistry,
+        policies: PolicyResolver,
+        clock: Clock,
+        vault: CredentialVault,
+    ) -> None:
         self._store = store
         self._registry = registry
         self._policies = policies
         self._clock = clock
+        self._vault = vault
 
     def put(self, user_id: str, connection_id: str, body: Any) -> tuple[int, dict[str, Any]]:
+        """Create or update a connection. Credentials are sealed (KMS envelope) before they are stored.
+
+        Omitted credentials, settings or ``provider_user_id`` keep the stored ones while the
+        provider stays the same, so a connection can be paused without its secrets; credentials
+        sent again unchanged are kept as stored too (no new version, no reschedule). The write
+        is fenced on the credentials version read: if a token refresh (or another PUT) stored
+        credentials meanwhile, the PUT reads again and decides again.
+        """
         validate_id("user_id", user_id)
         validate_id("connection_id", connection_id)
         payload = _object(body, "request body")
@@ -71,48 +101,85 @@ class ConnectionService:
         reset_data = payload.get("reset_data", False)
         if not isinstance(reset_data, bool):
             raise ValidationError("reset_data must be true or false")
-
-        existing = self._store.get_connection(user_id, connection_id)
-        same_provider = existing is not None and existing.provider == provider_name
-        # Omitted credentials/settings keep the stored ones, so a connection can be paused without its secrets.
-        credentials = (
-            _object(payload["credentials"], "credentials")
-            if "credentials" in payload
-            else (existing.credentials if existing is not None and same_provider else {})
+        sent_credentials = _object(payload["credentials"], "credentials") if "credentials" in payload else None
+        sent_settings = _object(payload["settings"], "settings") if "settings" in payload else None
+        sent_provider_user_id = (
+            _provider_user_id(payload["provider_user_id"]) if "provider_user_id" in payload else None
         )
-        settings = (
-            _object(payload["settings"], "settings")
-            if "settings" in payload
-            else (existing.settings if existing is not None and same_provider else {})
-        )
-        for name, value in (("credentials", credentials), ("settings", settings)):
-            if len(json.dumps(value, default=str)) > _MAX_CONNECTION_FIELD_BYTES:
+        for name, value in (("credentials", sent_credentials), ("settings", sent_settings)):
+            if value is not None and len(json.dumps(value, default=str)) > _MAX_CONNECTION_FIELD_BYTES:
                 raise ValidationError(f"{name} must be at most {_MAX_CONNECTION_FIELD_BYTES} bytes of JSON")
-        provider.validate_connection(credentials, settings)
 
-        now = self._clock.now()
-        if existing is not None and (not same_provider or reset_data):
-            # Another provider's (or account's) records do not belong to this connection any more.
-            self._store.delete_connection_datasets(user_id, connection_id, self._registry_data_types(existing.provider))
-        connection = Connection(
-            user_id=user_id,
-            connection_id=connection_id,
-            provider=provider_name,
-            credentials=credentials,
-            settings=settings,
-            status=ConnectionStatus(status_raw),
-            status_reason=None,
-            created_at=existing.created_at if existing else now,
-            updated_at=now,
-        )
-        self._store.put_connection(connection)
+        sealed_sent: str | None = None
+        for _ in range(_PUT_ATTEMPTS):
+            existing = self._store.get_connection(user_id, connection_id, consistent=True)
+            same_provider = existing is not None and existing.provider == provider_name
+            kept = existing if existing is not None and same_provider else None
+            settings = sent_settings if sent_settings is not None else (kept.settings if kept else {})
+            stored: dict[str, Any] | None = None
+            if kept is not None:
+                try:
+                    stored = self._vault.open(kept.sealed_credentials, user_id, connection_id)
+                except CredentialsUnreadableError:
+                    if sent_credentials is None:
+                        raise  # nothing usable to keep: the user must send credentials
+            if sent_credentials is not None and dict(sent_credentials) != stored:
+                provider.validate_connection(sent_credentials, settings)
+                if sealed_sent is None:
+                    sealed_sent = self._vault.seal(sent_credentials, user_id, connection_id)
+                sealed, credentials_written = sealed_sent, True
+            elif kept is not None and stored is not None:
+                # The stored credentials stay (sent again unchanged, or omitted): not rewritten, so a token
+                # refresh storing newer ones meanwhile is not undone; checked against the new settings.
+                provider.validate_connection(stored, settings)
+                sealed, credentials_written = kept.sealed_credentials, False
+            else:
+                provider.validate_connection({}, settings)
+                sealed, credentials_written = "", True
+            if "provider_user_id" in payload:
+                provider_user_id = sent_provider_user_id
+            else:
+                provider_user_id = kept.provider_user_id if kept else None
+
+            now = self._clock.now()
+            if existing is not None and (not same_provider or reset_data):
+                # Another provider's (or account's) records do not belong to this connection any more.
+                self._store.delete_connection_datasets(
+                    user_id, connection_id, self._registry_data_types(existing.provider)
+                )
+            previous_version = existing.credentials_version if existing is not None else 0
+            connection = Connection(
+                user_id=user_id,
+                connection_id=connection_id,
+                provider=provider_name,
+                sealed_credentials=sealed,
+                credentials_version=previous_version + 1 if credentials_written else previous_version,
+                provider_user_id=provider_user_id,
+                settings=settings,
+                status=ConnectionStatus(status_raw),
+                status_reason=None,
+                created_at=existing.created_at if existing else now,
+                updated_at=now,
+            )
+            try:
+                self._store.save_connection(connection, previous=existing, credentials_written=credentials_written)
+            except CredentialsChangedError:
+                continue
+            break
+        else:
+            raise StoreBusyError("the connection kept changing while it was being saved; try again")
         data_types = self._policies.data_types(provider_name)
-        self._schedule(connection, data_types, existing, now)
+        # New credentials, or a paused or broken connection coming back, are worth a sync at once
+        # (credentials sent again unchanged are not new: each dataset keeps its place).
+        renewed = credentials_written or (existing is not None and existing.status is not ConnectionStatus.ACTIVE)
+        self._schedule(connection, data_types, existing, now, renewed=renewed)
         body_out = connection.public()
         body_out["data_types"] = data_types
         return (200 if existing else 201), body_out
 
-    def _schedule(self, connection: Connection, data_types: list[str], previous: Connection | None, now: float) -> None:
+    def _schedule(
+        self, connection: Connection, data_types: list[str], previous: Connection | None, now: float, *, renewed: bool
+    ) -> None:
         """Create the datasets up front (so reads never race to), and put them on or off the schedule.
 
         A new, reactivated or re-credentialed connection is due at once; a paused one leaves
@@ -134,7 +201,6 @@ class ConnectionService:
         if not active:
             self._store.set_schedule(keys.values(), None)
             return
-        renewed = previous.status is not ConnectionStatus.ACTIVE or previous.credentials != connection.credentials
         if renewed:
             self._store.set_schedule(scheduled, now)
         self._store.set_schedule([key for key in keys.values() if key not in scheduled], None)

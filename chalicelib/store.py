@@ -20,6 +20,7 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
+from chalicelib.credentials import CredentialsChangedError, RefreshNotWonError, StoredCredentials
 from chalicelib.domain import (
     Checkpoint,
     Connection,
@@ -221,7 +222,9 @@ def _connection_from_item(item: ConnectionItem) -> Connection:
         user_id=item.user_id,
         connection_id=item.connection_id,
         provider=item.provider,
-        credentials=json.loads(item.credentials_json or "{}"),
+        sealed_credentials=item.credentials_sealed or "",
+        credentials_version=int(item.credentials_version or 0),
+        provider_user_id=item.provider_user_id,
         settings=json.loads(item.settings_json or "{}"),
         status=ConnectionStatus(item.status),
         status_reason=item.status_reason,
@@ -229,6 +232,81 @@ def _connection_from_item(item: ConnectionItem) -> Connection:
         created_at=float(item.created_at),
         updated_at=float(item.updated_at),
     )
+
+
+def provider_user_key(provider: str, provider_user_id: str) -> str:
+    """The ``by_provider_user`` index key: the provider's user id is only unique within its provider."""
+    return f"{provider}#{provider_user_id}"
+
+
+# --- Connection credential condition fragments ----------------------------------
+# Timeline of one connection's credentials (t = now, v = credentials_version):
+#   PUT with credentials: sealed blob written, v -> v+1, any refresh lease dropped (fenced on v as read)
+#   PUT without credentials: settings and status only; blob, v and lease untouched
+#   sync A, token expired: take refresh lease (v as seen, lease free) -> owner=A, expires=t+ttl
+#   sync B, token expired: take refresh lease                          -> RefreshNotWonError, B polls
+#   A, token endpoint answered: store new blob (owner=A, v as seen)     -> v+1, lease cleared
+#   B sees v+1: opens A's credentials; the refresh token was spent once
+#   user PUTs while A refreshes: v moved, lease dropped -> A's store fails, A uses the user's credentials
+#   A crashes: at t > expires anyone may take the lease (v unchanged) and refresh
+#   token endpoint says invalid_grant: NEEDS_REVIEW (v as seen), lease cleared
+
+
+def _connection_exists() -> Condition:
+    return cast(Condition, ConnectionItem.user_id.exists())
+
+
+def _connection_absent() -> Condition:
+    return cast(Condition, ConnectionItem.user_id.does_not_exist())
+
+
+def _credentials_version_is(version: int) -> Condition:
+    same = ConnectionItem.credentials_version == version
+    if version == 0:  # items written before versions existed have none
+        same = same | ConnectionItem.credentials_version.does_not_exist()
+    return cast(Condition, _connection_exists() & same)
+
+
+def _refresh_lease_free(now: float) -> Condition:
+    # Free at the instant it expires, like a dataset's sync lease.
+    return cast(Condition, ConnectionItem.refresh_owner.does_not_exist() | (ConnectionItem.refresh_expires_at <= now))
+
+
+def _refresh_lease_owned_by(owner: str) -> Condition:
+    return cast(Condition, ConnectionItem.refresh_owner == owner)
+
+
+def _credentials_actions(sealed: str, version: int) -> list[Any]:
+    """A credentials write: the blob (or none), the next version, and no refresh lease left behind."""
+    return [
+        ConnectionItem.credentials_sealed.set(sealed) if sealed else ConnectionItem.credentials_sealed.remove(),
+        ConnectionItem.credentials_version.set(version),
+        ConnectionItem.refresh_owner.remove(),
+        ConnectionItem.refresh_expires_at.remove(),
+    ]
+
+
+def _stored_credentials_from_item(item: ConnectionItem) -> StoredCredentials:
+    return StoredCredentials(
+        sealed=item.credentials_sealed or "",
+        version=int(item.credentials_version or 0),
+        refresh_owner=item.refresh_owner,
+        refresh_expires_at=item.refresh_expires_at,
+        status=ConnectionStatus(item.status),
+        status_reason=item.status_reason,
+    )
+
+
+_CREDENTIAL_ATTRIBUTES = [
+    "user_id",
+    "connection_id",
+    "credentials_sealed",
+    "credentials_version",
+    "refresh_owner",
+    "refresh_expires_at",
+    "status",
+    "status_reason",
+]
 
 
 def _run_from_item(item: RunItem, key: DatasetKey) -> SyncRun:
@@ -247,9 +325,11 @@ def _run_from_item(item: RunItem, key: DatasetKey) -> SyncRun:
             deleted=int(item.deleted or 0),
             pages=int(item.pages or 0),
             upstream_calls=int(item.upstream_calls or 0),
+            skipped=int(item.skipped or 0),
         ),
         error=item.error,
         resumed=item.resumed,
+        skipped_records=tuple(json.loads(item.skipped_json)) if item.skipped_json else (),
     )
 
 
@@ -288,11 +368,19 @@ class DynamoStore:
     # --- connections -------------------------------------------------------
 
     def put_connection(self, connection: Connection) -> None:
+        """Write the whole item, unconditionally (tools and tests). The API's PUT uses ``save_connection``."""
         ConnectionItem(
             connection.user_id,
             connection.connection_id,
             provider=connection.provider,
-            credentials_json=json.dumps(dict(connection.credentials)),
+            credentials_sealed=connection.sealed_credentials or None,
+            credentials_version=connection.credentials_version,
+            provider_user_id=connection.provider_user_id,
+            provider_user_key=(
+                provider_user_key(connection.provider, connection.provider_user_id)
+                if connection.provider_user_id
+                else None
+            ),
             settings_json=json.dumps(dict(connection.settings)),
             status=connection.status.value,
             status_reason=connection.status_reason,
@@ -301,9 +389,57 @@ class DynamoStore:
             updated_at=connection.updated_at,
         ).save()
 
-    def get_connection(self, user_id: str, connection_id: str) -> Connection | None:
+    def save_connection(
+        self, connection: Connection, *, previous: Connection | None, credentials_written: bool
+    ) -> None:
+        """A user's PUT, as one conditional update of what they may set.
+
+        ``previous`` is the connection as the caller read it (``None``: it must not exist yet).
+        With ``credentials_written`` the sealed blob and ``credentials_version`` (already
+        bumped by the caller) are written too, fenced on the version read, and any refresh
+        lease is dropped, so a refresh that began before this PUT cannot store over it.
+        Without, the blob, its version and a running refresh are left alone. Raises
+        ``CredentialsChangedError`` when the item changed in a way that matters: read again.
+        """
+        if previous is None and not credentials_written:
+            raise ValueError("a new connection writes its credentials (none is a value too)")
+        actions: list[Any] = [
+            ConnectionItem.provider.set(connection.provider),
+            ConnectionItem.settings_json.set(json.dumps(dict(connection.settings))),
+            ConnectionItem.status.set(connection.status.value),
+            ConnectionItem.status_reason.set(connection.status_reason)
+            if connection.status_reason
+            else ConnectionItem.status_reason.remove(),
+            ConnectionItem.auth_failures.set(connection.auth_failures),
+            ConnectionItem.created_at.set(connection.created_at),
+            ConnectionItem.updated_at.set(connection.updated_at),
+        ]
+        if connection.provider_user_id:
+            actions += [
+                ConnectionItem.provider_user_id.set(connection.provider_user_id),
+                ConnectionItem.provider_user_key.set(
+                    provider_user_key(connection.provider, connection.provider_user_id)
+                ),
+            ]
+        else:
+            actions += [ConnectionItem.provider_user_id.remove(), ConnectionItem.provider_user_key.remove()]
+        if previous is None:
+            condition = _connection_absent()
+        elif credentials_written:
+            condition = _credentials_version_is(previous.credentials_version)
+        else:
+            condition = _connection_exists()
+        if credentials_written:
+            actions += _credentials_actions(connection.sealed_credentials, connection.credentials_version)
+        handle = ConnectionItem(connection.user_id, connection.connection_id)
+        if not _update_if(handle, actions, condition):
+            raise CredentialsChangedError(
+                f"connection {connection.connection_id!r} changed while it was being saved; try again"
+            )
+
+    def get_connection(self, user_id: str, connection_id: str, *, consistent: bool = False) -> Connection | None:
         try:
-            return _connection_from_item(ConnectionItem.get(user_id, connection_id))
+            return _connection_from_item(ConnectionItem.get(user_id, connection_id, consistent_read=consistent))
         except ConnectionItem.DoesNotExist:
             return None
 
@@ -313,6 +449,85 @@ class DynamoStore:
     def delete_connection(self, user_id: str, connection_id: str) -> None:
         with contextlib.suppress(DeleteError):
             ConnectionItem(user_id, connection_id).delete()
+
+    def find_connections_by_provider_user(self, provider: str, provider_user_id: str) -> list[Connection]:
+        """The connections whose account at ``provider`` is ``provider_user_id`` (an inbound webhook's target).
+
+        The index holds keys only and lags writes, so each item is read again (consistently)
+        and kept only if it still names this provider user.
+        """
+        wanted = provider_user_key(provider, provider_user_id)
+        keys = {(item.user_id, item.connection_id) for item in ConnectionItem.by_provider_user.query(wanted)}
+        found: list[Connection] = []
+        for chunk in _chunks(sorted(keys), 100):
+            for item in ConnectionItem.batch_get(chunk, consistent_read=True):
+                if item.provider_user_key == wanted:
+                    found.append(_connection_from_item(item))
+        return sorted(found, key=lambda c: (c.user_id, c.connection_id))
+
+    # --- connection credentials: the token refresh lease ---------------------------
+
+    def stored_credentials(self, user_id: str, connection_id: str) -> StoredCredentials | None:
+        """The credential fields as they are now (a consistent read); ``None`` once the connection is deleted."""
+        try:
+            item = ConnectionItem.get(
+                user_id, connection_id, consistent_read=True, attributes_to_get=_CREDENTIAL_ATTRIBUTES
+            )
+        except ConnectionItem.DoesNotExist:
+            return None
+        return _stored_credentials_from_item(item)
+
+    def take_refresh_lease(
+        self, user_id: str, connection_id: str, owner: str, *, seen_version: int, now: float, ttl_seconds: float
+    ) -> None:
+        """Become the one instance that spends the refresh token of credentials version ``seen_version``.
+
+        ``RefreshNotWonError`` when another instance holds a live lease, or the credentials
+        moved on since they were read (a refresh or a PUT stored newer ones).
+        """
+        handle = ConnectionItem(user_id, connection_id)
+        actions = [ConnectionItem.refresh_owner.set(owner), ConnectionItem.refresh_expires_at.set(now + ttl_seconds)]
+        if not _update_if(handle, actions, _credentials_version_is(seen_version) & _refresh_lease_free(now)):
+            raise RefreshNotWonError(f"the token refresh of connection {connection_id!r} is not ours to do now")
+
+    def finish_refresh(self, user_id: str, connection_id: str, owner: str, *, seen_version: int, sealed: str) -> int:
+        """Store the refreshed credentials as version ``seen_version + 1`` and drop the lease; returns the version.
+
+        Only while ``owner`` still holds the lease and nobody stored other credentials
+        (``CredentialsChangedError`` otherwise: the caller must not use what it got).
+        ``updated_at`` stays: it is when the user last PUT the connection.
+        """
+        version = seen_version + 1
+        condition = _credentials_version_is(seen_version) & _refresh_lease_owned_by(owner)
+        if not _update_if(ConnectionItem(user_id, connection_id), _credentials_actions(sealed, version), condition):
+            raise CredentialsChangedError(
+                f"the credentials of connection {connection_id!r} changed during the token refresh"
+            )
+        return version
+
+    def release_refresh_lease(self, user_id: str, connection_id: str, owner: str) -> None:
+        """Give the lease back without storing anything (the token endpoint failed); a lost lease is not an error."""
+        _update_if(
+            ConnectionItem(user_id, connection_id),
+            [ConnectionItem.refresh_owner.remove(), ConnectionItem.refresh_expires_at.remove()],
+            _refresh_lease_owned_by(owner),
+        )
+
+    def refuse_refresh(self, user_id: str, connection_id: str, *, seen_version: int, reason: str) -> bool:
+        """The provider refused the refresh token of ``seen_version``: NEEDS_REVIEW now, lease dropped.
+
+        ``False`` when the credentials changed meanwhile (the user connected again): nothing is written.
+        """
+        return _update_if(
+            ConnectionItem(user_id, connection_id),
+            [
+                ConnectionItem.status.set(ConnectionStatus.NEEDS_REVIEW.value),
+                ConnectionItem.status_reason.set(reason[:500]),
+                ConnectionItem.refresh_owner.remove(),
+                ConnectionItem.refresh_expires_at.remove(),
+            ],
+            _credentials_version_is(seen_version),
+        )
 
     # --- dataset reads -------------------------------------------------------
 
@@ -728,6 +943,8 @@ class DynamoStore:
             deleted=run.counts.deleted,
             pages=run.counts.pages,
             upstream_calls=run.counts.upstream_calls,
+            skipped=run.counts.skipped,
+            skipped_json=json.dumps(list(run.skipped_records)) if run.skipped_records else None,
             error=run.error,
             resumed=run.resumed,
             expires_at=int(run.created_at + retention_seconds),
@@ -980,4 +1197,4 @@ class DynamoStore:
         )
 
 
-__all__ = ["DatasetPage", "DynamoStore", "content_hash", "shared_json"]
+__all__ = ["DatasetPage", "DynamoStore", "content_hash", "provider_user_key", "shared_json"]

@@ -2,8 +2,8 @@
 
 What it starts, all bound to 127.0.0.1:
 
-- an in-process moto server (DynamoDB + SQS) on ``--aws-port`` (5005, or any free port if 5005 is taken),
-  with the tables, the ``smart-sync-jobs`` queue and a demo user;
+- an in-process moto server (DynamoDB + SQS + KMS) on ``--aws-port`` (5005, or any free port if 5005 is taken),
+  with the tables, the ``smart-sync-jobs`` queue, the credentials key (``alias/smart-sync``) and a demo user;
 - ``chalice local --stage dev`` on ``--port`` (8000) as a child process, pointed at that moto server;
 - a worker thread that long-polls the queue and calls ``app.sync_worker`` with a Lambda-shaped SQS
   event, exactly the handler the cloud invokes, and acknowledges what it did not report as failed;
@@ -81,7 +81,14 @@ def _lambda_timeout_seconds(stage: str, function_name: str) -> int:
     return int(timeout) if timeout else 300
 
 
-_ENDPOINT_VARS = ("SMART_SYNC_DYNAMODB_HOST", "SMART_SYNC_SQS_ENDPOINT", "SMART_SYNC_QUEUE_URL")
+_ENDPOINT_VARS = (
+    "SMART_SYNC_DYNAMODB_HOST",
+    "SMART_SYNC_SQS_ENDPOINT",
+    "SMART_SYNC_QUEUE_URL",
+    "SMART_SYNC_KMS_ENDPOINT",
+)
+LOCAL_KMS_ALIAS = "alias/smart-sync"
+"""Used when neither the shell nor the chalice stage names the credentials key."""
 
 
 def prepare_environment(stage: str, *, demo_policies: bool) -> None:
@@ -152,6 +159,23 @@ def create_queue(endpoint: str, queue_name: str) -> str:
     sqs = boto3.client("sqs", region_name=REGION, endpoint_url=endpoint)
     attributes = {"VisibilityTimeout": str(VISIBILITY_TIMEOUT_SECONDS)}
     return str(sqs.create_queue(QueueName=queue_name, Attributes=attributes)["QueueUrl"])
+
+
+def create_kms_key(endpoint: str, configured: str) -> str:
+    """The credentials key on the moto server, under the alias the settings name; returns that alias.
+
+    ``chalice local`` applies the stage's variables over ours, so the key must answer to the
+    configured name: only an alias can be given to a key made here.
+    """
+    import boto3
+
+    alias = configured or LOCAL_KMS_ALIAS
+    if not alias.startswith("alias/"):
+        raise SystemExit(f"SMART_SYNC_KMS_KEY_ID is {alias!r}; the local run needs an alias (alias/...) it can create")
+    kms = boto3.client("kms", region_name=REGION, endpoint_url=endpoint)
+    key_id = kms.create_key(Description="smart-sync local credentials key")["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName=alias, TargetKeyId=key_id)
+    return alias
 
 
 def seed_demo_data() -> None:
@@ -758,6 +782,8 @@ def main(argv: list[str] | None = None) -> int:
         queue_name = settings_from_env(os.environ).queue_name
         queue_url = create_queue(endpoint, queue_name)
         os.environ["SMART_SYNC_QUEUE_URL"] = queue_url
+        os.environ["SMART_SYNC_KMS_ENDPOINT"] = endpoint
+        os.environ["SMART_SYNC_KMS_KEY_ID"] = create_kms_key(endpoint, settings_from_env(os.environ).kms_key_id)
         settings = settings_from_env(os.environ)
         seed_demo_data()
 

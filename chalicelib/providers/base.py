@@ -28,6 +28,11 @@ class PolicyDefaults:
 class DataTypeSpec:
     name: str
     policy: PolicyDefaults = field(default_factory=PolicyDefaults)
+    weight: int = 1
+    """What one call for this data type costs against the provider's rate windows (Binance request weight)."""
+    complete_listing: bool = True
+    """A full pass lists every record, so records it did not see were deleted upstream. ``False`` for
+    listings that only reach back so far (time windows): their full pass never sweeps."""
 
 
 @dataclass(frozen=True)
@@ -46,10 +51,28 @@ class UpstreamRecord:
 
 
 @dataclass(frozen=True)
+class SkippedRecord:
+    """One upstream record that was left out, so the rest of the page could be kept.
+
+    ``record_id`` is ``None`` when the record had no usable id; it is cut to 128
+    characters (an oversized id is one of the reasons a record is skipped).
+    """
+
+    reason: str
+    """A stable code: ``not_an_object``, ``missing_id``, ``id_too_long``, ``record_too_large``."""
+    record_id: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class Page:
     records: list[UpstreamRecord]
     next_page_token: str | None = None
     """Opaque token for the following page; ``None`` when this was the last page."""
+    skipped: list[SkippedRecord] = field(default_factory=list)
+    """Records the provider could not use (counted in the run and shown in the read's metadata)."""
+    response_headers: Mapping[str, str] = field(default_factory=dict)
+    """The answer's headers, lower-cased names (rate-limit feedback such as ``x-ratelimit-remaining``)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +112,8 @@ class ProviderError(SmartSyncError):
         self.upstream_status = status_code
         self.retry_after_seconds = retry_after_seconds
         """How long the provider asked us to wait (``Retry-After`` or its reset header), if it said."""
+        self.response_headers: Mapping[str, str] = {}
+        """The failed answer's headers, lower-cased names (rate-limit feedback); empty without an answer."""
 
 
 class ProviderRateLimitError(ProviderError):
@@ -120,10 +145,60 @@ class ProviderAuthError(ProviderError):
         super().__init__(message, retryable=False, status_code=status_code)
 
 
+class ProviderGrantError(ProviderAuthError):
+    """The provider's token endpoint refused the refresh token (OAuth2 ``invalid_grant``).
+
+    Retrying cannot help: the user must connect again. The connection becomes
+    NEEDS_REVIEW at once, with this error's message (which never quotes a token) as reason.
+    """
+
+    code = "upstream_grant_revoked"
+
+
 class ProviderTimeoutError(ProviderError):
     """The fetch did not finish within ``FetchRequest.timeout_seconds``."""
 
     code = "upstream_timeout"
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    """What a token endpoint gave back. ``refresh_token`` is ``None`` when the provider kept the old one."""
+
+    access_token: str = field(repr=False)
+    refresh_token: str | None = field(repr=False)
+    expires_at: float | None
+    """Epoch seconds; ``None`` when the provider did not say (``expires_in`` absent)."""
+
+    def merged_into(self, credentials: Mapping[str, Any]) -> dict[str, Any]:
+        """The connection's credentials after this grant (other fields, e.g. a user id, are kept)."""
+        merged = dict(credentials)
+        merged["access_token"] = self.access_token
+        if self.refresh_token is not None:
+            merged["refresh_token"] = self.refresh_token
+        if self.expires_at is None:
+            merged.pop("expires_at", None)
+        else:
+            merged["expires_at"] = self.expires_at
+        return merged
+
+
+class TokenClient(Protocol):
+    """An OAuth2 refresh-token grant against one provider's token endpoint (HTTP only, no storage)."""
+
+    def needs_refresh(self, credentials: Mapping[str, Any], now: float) -> bool:
+        """``True`` when the access token is missing or expires within the refresh skew."""
+        ...
+
+    def refresh(self, credentials: Mapping[str, Any], *, timeout_seconds: float, now: float) -> TokenGrant:
+        """Spend the refresh token once. ``ProviderGrantError`` on ``invalid_grant``, ``ProviderError`` otherwise."""
+        ...
+
+
+def token_client_of(provider: Provider) -> TokenClient | None:
+    """The provider's OAuth2 client, if its auth kind is ``oauth2`` (an optional ``token_client`` attribute)."""
+    client: TokenClient | None = getattr(provider, "token_client", None)
+    return client
 
 
 class Provider(Protocol):

@@ -1,45 +1,102 @@
 """The ``rest`` provider: any paginated JSON-over-HTTP API, described declaratively.
 
-A provider entry in the providers file says where the API lives, how to
-authenticate, how it paginates and filters incrementally, and, per data type,
-which endpoint to call and where the records, their ids and stamps live in the
-JSON answer. ``docs/rest-provider.md`` documents every key; in short:
+A provider entry in the providers file says where the API lives, how to authenticate,
+how it paginates and filters incrementally, and, per data type, which endpoint to call
+and where the records, their ids and stamps live in the JSON answer. This docstring is
+the reference for every key.
 
-- ``base_url`` (required): ``http(s)://host[/prefix]``, no credentials, query or fragment
-- ``timeout_seconds`` (10): upper bound for one HTTP call, further cut to the
-  fetch's own ``timeout_seconds``
-- ``page_size`` / ``page_size_param`` (unset): send ``page_size_param=page_size``
-  on every call; give both or neither
-- ``auth`` (unset = anonymous): ``{"header": "Authorization", "template": "Bearer {access_token}"}``;
-  the template's ``{fields}`` are filled from the connection's credentials
-- ``pagination`` (unset = one page per fetch): ``{"response_field": ..., "request_param": ...}``
-- ``incremental`` (unset = ``since`` is ignored, every run is a full pull): ``{"request_param": ...}``
-- ``default_headers`` (``{"Accept": "application/json"}``): merged over that default
+Top-level keys
+--------------
+- ``type``: ``"rest"`` (the default).
+- ``base_url`` (required): ``http(s)://host[:port][/prefix]``; no credentials, query or
+  fragment. Every call, next-page URLs included, stays on this origin and under this prefix.
+- ``timeout_seconds`` (10): upper bound for one HTTP call (more than 0, at most 900), further
+  cut to the fetch's own ``timeout_seconds``.
+- ``max_response_bytes`` (10 MiB): an answer body larger than this fails the page (not retried).
+- ``page_size`` / ``page_size_param`` (unset): send ``page_size_param=page_size`` on every
+  call; give both or neither. ``offset``, ``page_number`` and ``time_window`` use ``page_size``
+  to recognise a short (last) or a full page.
+- ``auth`` (unset = anonymous): how calls authenticate, parsed by ``providers/auth.py``
+  (``kind``: ``header`` by default, e.g. ``{"header": "Authorization", "template":
+  "Bearer {access_token}"}`` whose ``{fields}`` come from the connection's credentials).
+- ``pagination`` (unset = one page per fetch): ``{"kind": ..., ...}``, see below.
+- ``incremental`` (unset = ``since`` is ignored, every run is a full pull):
+  ``{"request_param": ...}`` sends the last run's watermark (the newest ``updated_at_field``
+  seen) on every call. Not with ``time_window``, which starts its first window at the watermark.
+- ``default_headers`` (``{"Accept": "application/json"}``): merged over that default; must
+  not set ``Authorization`` (nor ``auth.header``) when ``auth`` is given.
 - ``rate_limit_reset_header`` (unset): the provider's own "when may I call again" header
-  (e.g. ``X-RateLimit-Reset``: epoch seconds or seconds from now), honoured like ``Retry-After``
-- ``limits`` (read by the registry, not here): ``requests_per_second``, ``burst``, ``max_concurrent_syncs``
-- ``data_types`` (required, non-empty): name -> ``{"path", "records_path" (""),
-  "id_field" ("id"), "updated_at_field" (null), "deleted_field" (null), "policy" ({})}``
+  (e.g. ``X-RateLimit-Reset``: epoch seconds or seconds from now), honoured like ``Retry-After``.
+- ``limits`` and ``webhooks`` are read by the registry, not here.
+- ``data_types`` (required, non-empty): name -> data type, see below.
 
-Unknown keys are rejected so that a typo fails at start-up, not as a silent
-misbehaviour. Credentials never appear in an exception message: errors name the
-provider, the data type, the HTTP status and a config field, nothing else (no
-headers, no URL, no response body), and the underlying ``requests`` exception is
-not chained because its text carries the full URL.
+Pagination kinds (``pagination.kind``)
+--------------------------------------
+- ``body_cursor`` (the default when ``kind`` is absent): ``response_field`` (dotted path to
+  the next cursor in the body; missing, null or empty = last page) and ``request_param``.
+- ``header_cursor``: ``response_header`` (the header holding the next cursor) and ``request_param``.
+- ``next_url``: ``response_field`` holds the next page's URL (absolute, or relative to the
+  page's URL); it is called exactly as given, the data type's parameters are not added again.
+- ``link_header``: the RFC 8288 ``Link`` header's ``rel="next"`` target, called as given.
+- ``offset``: ``offset_param`` (0 on the first call, then advanced by the records received);
+  the pass ends on an empty page or one shorter than ``page_size``.
+- ``page_number``: ``page_param`` and ``first_page`` (1); ends like ``offset``.
+- ``time_window``: ``start_param``, ``end_param``, ``window_seconds`` (at most one window
+  per call, e.g. Binance's 24 h), ``initial_lookback_seconds`` (how far back a full pass
+  starts), ``time_format`` (``epoch_ms`` default, ``epoch_seconds``, ``iso8601``) and
+  optional ``record_time_field``: when a window returns a full page (``page_size`` records),
+  the next window starts just after the newest record's time instead of at the window's
+  end (without it, a full window's remainder is skipped). An incremental run's first
+  window starts at the watermark. The pass ends when the next window would start at ``now``.
+
+A next-page URL that leaves the origin (scheme, host, port, userinfo) or ``base_url``'s
+path prefix fails the page, naming the pagination kind, never the URL. A page token that
+comes back unchanged is a loop and fails the page too.
+
+Data type keys
+--------------
+- ``path`` (required): from ``base_url`` on, starting with ``/``, no query or fragment.
+  ``{name}`` placeholders are filled from the connection's ``settings`` (URL-quoted).
+- ``method`` (``GET``): ``GET`` or ``POST`` (parameters always travel in the query string).
+- ``query`` (``{}``): static query parameters, e.g. ``{"omitZeroBalances": "true"}``.
+- ``settings_query`` (``{}``): query parameter -> settings field, e.g. ``{"symbol": "symbol"}``.
+- ``records_path`` (``""`` = the body is the list): dotted path to the list of records.
+- ``id_field`` (``"id"``), ``updated_at_field`` (null), ``deleted_field`` (null): dotted paths
+  inside a record; a truthy ``deleted_field`` marks a tombstone.
+- ``weight`` (1): what one call costs against the provider's rate windows (Binance weight).
+- ``policy`` (``{}``): ``cooldown_seconds``, ``max_staleness_seconds``, ``schedule_every_seconds``.
+
+Settings named by ``path`` placeholders and ``settings_query`` are required when a
+connection is created (non-empty text or number, not ``.`` or ``..``).
+
+Behaviour
+---------
+Unknown keys are rejected so that a typo fails at start-up, not as a silent misbehaviour.
+Calls go through ``providers.http.send``: redirects are never followed (a 3xx is an upstream
+error), bodies are bounded and every call has a timeout. The query string is sent exactly
+as built (and signed, when the auth kind signs). A record that is not a JSON object or has
+no usable id is skipped (``Page.skipped``), never failing the rest of the page. The answer's
+headers (lower-cased) travel on ``Page.response_headers`` and on every error raised for an
+answer, so the engine sees rate-limit feedback. Credentials never appear in an exception
+message: errors name the provider, the data type, the HTTP status and a config field,
+nothing else (no headers, no URL, no response body).
 """
 
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 
 from chalicelib.config import ConfigurationError
 from chalicelib.errors import ValidationError
+from chalicelib.providers import auth as auth_module
+from chalicelib.providers import pagination as paging
+from chalicelib.providers.auth import OutgoingRequest, RequestAuth
 from chalicelib.providers.base import (
     DataTypeSpec,
     FetchRequest,
@@ -49,20 +106,29 @@ from chalicelib.providers.base import (
     ProviderError,
     ProviderRateLimitError,
     ProviderTimeoutError,
+    SkippedRecord,
     UpstreamRecord,
 )
+from chalicelib.providers.http import DEFAULT_MAX_RESPONSE_BYTES, HttpAnswer, send
+from chalicelib.providers.pagination import MISSING, Pagination, PaginationError, UrlScope, dig, scalar_text
 from chalicelib.retry import parse_reset_header, parse_retry_after
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_HEADERS: Mapping[str, str] = {"Accept": "application/json"}
-DEFAULT_AUTH_HEADER = "Authorization"
 DEFAULT_ID_FIELD = "id"
+MAX_RESPONSE_BYTES_LIMIT = 256 * 1024 * 1024
+MAX_WEIGHT = 10_000
+MAX_SETTING_LENGTH = 256
+METHODS = ("GET", "POST")
+# Binance answers 418 to an IP banned for ignoring 429s, with Retry-After: the same "wait" signal.
+_RATE_LIMIT_STATUSES = frozenset({418, 429})
 
 _TOP_LEVEL_KEYS = frozenset(
     {
         "type",
         "base_url",
         "timeout_seconds",
+        "max_response_bytes",
         "page_size",
         "page_size_param",
         "auth",
@@ -73,31 +139,48 @@ _TOP_LEVEL_KEYS = frozenset(
         "data_types",
     }
 )
-_AUTH_KEYS = frozenset({"header", "template"})
-_PAGINATION_KEYS = frozenset({"response_field", "request_param"})
+_PAGINATION_KEYS: Mapping[str, frozenset[str]] = {
+    paging.BODY_CURSOR: frozenset({"kind", "response_field", "request_param"}),
+    paging.HEADER_CURSOR: frozenset({"kind", "response_header", "request_param"}),
+    paging.NEXT_URL: frozenset({"kind", "response_field"}),
+    paging.LINK_HEADER: frozenset({"kind"}),
+    paging.OFFSET: frozenset({"kind", "offset_param"}),
+    paging.PAGE_NUMBER: frozenset({"kind", "page_param", "first_page"}),
+    paging.TIME_WINDOW: frozenset(
+        {
+            "kind",
+            "start_param",
+            "end_param",
+            "window_seconds",
+            "initial_lookback_seconds",
+            "time_format",
+            "record_time_field",
+        }
+    ),
+}
 _INCREMENTAL_KEYS = frozenset({"request_param"})
-_DATA_TYPE_KEYS = frozenset({"path", "records_path", "id_field", "updated_at_field", "deleted_field", "policy"})
+_DATA_TYPE_KEYS = frozenset(
+    {
+        "path",
+        "method",
+        "query",
+        "settings_query",
+        "records_path",
+        "id_field",
+        "updated_at_field",
+        "deleted_field",
+        "weight",
+        "policy",
+    }
+)
 _POLICY_KEYS = frozenset({"cooldown_seconds", "max_staleness_seconds", "schedule_every_seconds"})
+_MAX_WINDOW_SECONDS = 366 * 86_400
+_MAX_LOOKBACK_SECONDS = 20 * 366 * 86_400
+
+Query = tuple[tuple[str, str], ...]
 
 
 # --------------------------------------------------------------------------- config
-
-
-@dataclass(frozen=True)
-class AuthConfig:
-    header: str
-    template: str
-    fields: tuple[str, ...]
-    """Credential names the template needs, in order of first use."""
-
-    def render(self, credentials: Mapping[str, Any]) -> str:
-        return self.template.format_map({name: credentials[name] for name in self.fields})
-
-
-@dataclass(frozen=True)
-class PaginationConfig:
-    response_field: str
-    request_param: str
 
 
 @dataclass(frozen=True)
@@ -114,6 +197,21 @@ class DataTypeConfig:
     updated_at_field: str | None = None
     deleted_field: str | None = None
     policy: PolicyDefaults = field(default_factory=PolicyDefaults)
+    weight: int = 1
+    method: str = "GET"
+    query: Query = ()
+    """Static query parameters, in declaration order."""
+    settings_query: Query = ()
+    """(query parameter, settings field) pairs."""
+    path_settings: tuple[str, ...] = ()
+    """Settings fields the path's ``{placeholders}`` name, in order of first use."""
+
+    def required_settings(self) -> tuple[str, ...]:
+        names = list(self.path_settings)
+        for _param, setting in self.settings_query:
+            if setting not in names:
+                names.append(setting)
+        return tuple(names)
 
 
 @dataclass(frozen=True)
@@ -121,10 +219,11 @@ class RestProviderConfig:
     base_url: str
     data_types: Mapping[str, DataTypeConfig]
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     page_size: int | None = None
     page_size_param: str | None = None
-    auth: AuthConfig | None = None
-    pagination: PaginationConfig | None = None
+    auth: RequestAuth | None = None
+    pagination: Pagination | None = None
     incremental: IncrementalConfig | None = None
     default_headers: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_HEADERS))
     rate_limit_reset_header: str | None = None
@@ -171,14 +270,20 @@ class _ConfigReader:
             raise self.fail(where, "must be a string without line breaks")
         return value
 
-    def integer(self, value: Any, where: str, *, minimum: int) -> int:
+    def integer(self, value: Any, where: str, *, minimum: int, maximum: int | None = None) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise self.fail(where, f"must be an integer >= {minimum}")
+        if maximum is not None and value > maximum:
+            raise self.fail(where, f"must be an integer from {minimum} to {maximum}")
         return value
 
     def base_url(self, value: Any) -> str:
         url = self.text(value, "base_url")
         parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018 -- raises ValueError for a malformed port
+        except ValueError:
+            raise self.fail("base_url", "has an invalid port") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise self.fail("base_url", "must be an absolute http(s) URL")
         if parts.username is not None or parts.password is not None:
@@ -194,34 +299,76 @@ class _ConfigReader:
             raise self.fail("timeout_seconds", "must be a number of seconds, more than 0 and at most 900")
         return float(value)
 
-    def auth(self, value: Any) -> AuthConfig | None:
+    def max_response_bytes(self, value: Any) -> int:
         if value is None:
-            return None
-        raw = self.mapping(value, "auth", _AUTH_KEYS)
-        header = self.text(raw.get("header", DEFAULT_AUTH_HEADER), "auth.header")
-        template = self.header_value(self.text(raw.get("template"), "auth.template"), "auth.template")
-        fields: list[str] = []
-        try:
-            parsed = list(string.Formatter().parse(template))
-        except ValueError as exc:
-            raise self.fail("auth.template", f"is not a valid format string ({exc})") from None
-        for _literal, name, spec, conversion in parsed:
-            if name is None:
-                continue
-            if not name.isidentifier() or spec or conversion:
-                raise self.fail("auth.template", "fields must be plain names like {access_token}")
-            if name not in fields:
-                fields.append(name)
-        return AuthConfig(header=header, template=template, fields=tuple(fields))
+            return DEFAULT_MAX_RESPONSE_BYTES
+        return self.integer(value, "max_response_bytes", minimum=1, maximum=MAX_RESPONSE_BYTES_LIMIT)
 
-    def pagination(self, value: Any) -> PaginationConfig | None:
+    def auth(self, value: Any, origin: str) -> RequestAuth | None:
         if value is None:
             return None
-        raw = self.mapping(value, "pagination", _PAGINATION_KEYS)
-        return PaginationConfig(
-            response_field=self.dotted_path(raw.get("response_field"), "pagination.response_field"),
-            request_param=self.text(raw.get("request_param"), "pagination.request_param"),
+        return auth_module.parse_auth(self.provider, value, origin)
+
+    def pagination(self, value: Any) -> Pagination | None:
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            raise self.fail("pagination", "must be a JSON object")
+        kind = value.get("kind", paging.BODY_CURSOR)
+        if kind not in _PAGINATION_KEYS:
+            raise self.fail("pagination.kind", f"must be one of {', '.join(paging.KINDS)}")
+        raw = self.mapping(value, "pagination", _PAGINATION_KEYS[kind])
+        if kind == paging.BODY_CURSOR:
+            return paging.BodyCursor(
+                response_field=self.dotted_path(raw.get("response_field"), "pagination.response_field"),
+                request_param=self.text(raw.get("request_param"), "pagination.request_param"),
+            )
+        if kind == paging.HEADER_CURSOR:
+            header = self.text(raw.get("response_header"), "pagination.response_header")
+            if not paging.HEADER_NAME.fullmatch(header):
+                raise self.fail("pagination.response_header", "must be an HTTP header name")
+            return paging.HeaderCursor(
+                response_header=header.lower(),
+                request_param=self.text(raw.get("request_param"), "pagination.request_param"),
+            )
+        if kind == paging.NEXT_URL:
+            return paging.NextUrl(
+                response_field=self.dotted_path(raw.get("response_field"), "pagination.response_field")
+            )
+        if kind == paging.LINK_HEADER:
+            return paging.LinkHeader()
+        if kind == paging.OFFSET:
+            return paging.Offset(offset_param=self.text(raw.get("offset_param"), "pagination.offset_param"))
+        if kind == paging.PAGE_NUMBER:
+            first = raw.get("first_page", 1)
+            return paging.PageNumber(
+                page_param=self.text(raw.get("page_param"), "pagination.page_param"),
+                first_page=self.integer(first, "pagination.first_page", minimum=0),
+            )
+        return self.time_window(raw)
+
+    def time_window(self, raw: Mapping[str, Any]) -> paging.TimeWindow:
+        time_format = raw.get("time_format", paging.EPOCH_MS)
+        if time_format not in paging.TIME_FORMATS:
+            raise self.fail("pagination.time_format", f"must be one of {', '.join(paging.TIME_FORMATS)}")
+        window = paging.TimeWindow(
+            start_param=self.text(raw.get("start_param"), "pagination.start_param"),
+            end_param=self.text(raw.get("end_param"), "pagination.end_param"),
+            window_seconds=self.integer(
+                raw.get("window_seconds"), "pagination.window_seconds", minimum=1, maximum=_MAX_WINDOW_SECONDS
+            ),
+            initial_lookback_seconds=self.integer(
+                raw.get("initial_lookback_seconds"),
+                "pagination.initial_lookback_seconds",
+                minimum=1,
+                maximum=_MAX_LOOKBACK_SECONDS,
+            ),
+            time_format=time_format,
+            record_time_field=self.optional_dotted_path(raw.get("record_time_field"), "pagination.record_time_field"),
         )
+        if window.start_param == window.end_param:
+            raise self.fail("pagination.end_param", "must differ from pagination.start_param")
+        return window
 
     def incremental(self, value: Any) -> IncrementalConfig | None:
         if value is None:
@@ -262,13 +409,66 @@ class _ConfigReader:
             raise self.fail(where, "needs cooldown_seconds <= max_staleness_seconds")
         return policy
 
+    def path(self, value: Any, where: str) -> tuple[str, tuple[str, ...]]:
+        """The data type's path and the settings its ``{placeholders}`` name."""
+        path = self.text(value, where)
+        try:
+            parsed = list(string.Formatter().parse(path))
+        except ValueError:
+            raise self.fail(where, "has an unbalanced '{' or '}' (placeholders look like {account_id})") from None
+        names: list[str] = []
+        literal = ""
+        for text, name, spec, conversion in parsed:
+            literal += text
+            if name is None:
+                continue
+            if not name.isidentifier() or spec or conversion:
+                raise self.fail(where, "placeholders must be plain settings names like {account_id}")
+            literal += "x"
+            if name not in names:
+                names.append(name)
+        if not literal.startswith("/") or "?" in literal or "#" in literal:
+            raise self.fail(where, "must start with '/' and have no query string or fragment")
+        return path, tuple(names)
+
+    def query(self, value: Any, where: str) -> Query:
+        if value is None:
+            return ()
+        if not isinstance(value, Mapping):
+            raise self.fail(where, "must be a JSON object of query parameter -> value")
+        pairs: list[tuple[str, str]] = []
+        for name, item in value.items():
+            self.text(name, f"{where} key")
+            if isinstance(item, bool) or not isinstance(item, str | int | float):
+                raise self.fail(f"{where}.{name}", 'must be a string or a number (write booleans as "true")')
+            pairs.append((name, str(item)))
+        return tuple(pairs)
+
+    def settings_query(self, value: Any, where: str) -> Query:
+        if value is None:
+            return ()
+        if not isinstance(value, Mapping):
+            raise self.fail(where, "must be a JSON object of query parameter -> settings field")
+        pairs: list[tuple[str, str]] = []
+        for name, setting in value.items():
+            self.text(name, f"{where} key")
+            if not isinstance(setting, str) or not setting.isidentifier():
+                raise self.fail(f"{where}.{name}", "must be a settings field name like 'symbol'")
+            pairs.append((name, setting))
+        return tuple(pairs)
+
+    def method(self, value: Any, where: str) -> str:
+        if value is None:
+            return "GET"
+        if not isinstance(value, str) or value.upper() not in METHODS:
+            raise self.fail(where, f"must be one of {', '.join(METHODS)}")
+        return value.upper()
+
     def data_type(self, name: Any, value: Any) -> DataTypeConfig:
         where = f"data_types.{name}"
         self.text(name, "data_types key")
         raw = self.mapping(value, where, _DATA_TYPE_KEYS)
-        path = self.text(raw.get("path"), f"{where}.path")
-        if not path.startswith("/") or "?" in path or "#" in path:
-            raise self.fail(f"{where}.path", "must start with '/' and have no query string or fragment")
+        path, path_settings = self.path(raw.get("path"), f"{where}.path")
         return DataTypeConfig(
             name=name,
             path=path,
@@ -277,6 +477,11 @@ class _ConfigReader:
             updated_at_field=self.optional_dotted_path(raw.get("updated_at_field"), f"{where}.updated_at_field"),
             deleted_field=self.optional_dotted_path(raw.get("deleted_field"), f"{where}.deleted_field"),
             policy=self.policy(raw.get("policy"), f"{where}.policy"),
+            weight=self.integer(raw.get("weight", 1), f"{where}.weight", minimum=1, maximum=MAX_WEIGHT),
+            method=self.method(raw.get("method"), f"{where}.method"),
+            query=self.query(raw.get("query"), f"{where}.query"),
+            settings_query=self.settings_query(raw.get("settings_query"), f"{where}.settings_query"),
+            path_settings=path_settings,
         )
 
     def read(self, config: Any) -> RestProviderConfig:
@@ -293,27 +498,34 @@ class _ConfigReader:
         types_raw = raw.get("data_types")
         if not isinstance(types_raw, Mapping) or not types_raw:
             raise self.fail("data_types", "must be a non-empty JSON object of data type name -> settings")
+        base_url = self.base_url(raw.get("base_url"))
+        auth = self.auth(raw.get("auth"), UrlScope.of(base_url).origin)
         parsed = RestProviderConfig(
-            base_url=self.base_url(raw.get("base_url")),
+            base_url=base_url,
             data_types={name: self.data_type(name, spec) for name, spec in types_raw.items()},
             timeout_seconds=self.timeout(raw.get("timeout_seconds")),
+            max_response_bytes=self.max_response_bytes(raw.get("max_response_bytes")),
             page_size=page_size,
             page_size_param=page_size_param,
-            auth=self.auth(raw.get("auth")),
+            auth=auth,
             pagination=self.pagination(raw.get("pagination")),
             incremental=self.incremental(raw.get("incremental")),
             default_headers=self.headers(raw.get("default_headers")),
             rate_limit_reset_header=self.optional_text(raw.get("rate_limit_reset_header"), "rate_limit_reset_header"),
         )
-        self.check_clashes(parsed)
+        self.check_clashes(parsed, auth)
         return parsed
 
-    def check_clashes(self, parsed: RestProviderConfig) -> None:
-        params = [
-            ("page_size_param", parsed.page_size_param),
-            ("pagination.request_param", parsed.pagination.request_param if parsed.pagination else None),
-            ("incremental.request_param", parsed.incremental.request_param if parsed.incremental else None),
-        ]
+    def check_clashes(self, parsed: RestProviderConfig, auth: RequestAuth | None) -> None:
+        pagination = parsed.pagination
+        if isinstance(pagination, paging.TimeWindow):
+            if parsed.incremental is not None:
+                raise self.fail("incremental", "cannot be used with a time_window (its first window starts at since)")
+            if pagination.record_time_field is not None and parsed.page_size is None:
+                raise self.fail("pagination.record_time_field", "needs page_size (a full page is what it narrows)")
+        params: list[tuple[str, str | None]] = [("page_size_param", parsed.page_size_param)]
+        params.extend(("pagination", param) for param in paging.request_params(pagination))
+        params.append(("incremental.request_param", parsed.incremental.request_param if parsed.incremental else None))
         seen: dict[str, str] = {}
         for key, param in params:
             if param is None:
@@ -321,51 +533,52 @@ class _ConfigReader:
             if param in seen:
                 raise self.fail(key, f"uses the query parameter {param!r} already used by {seen[param]}")
             seen[param] = key
-        if parsed.auth is not None:
-            auth_header = parsed.auth.header.lower()
-            if any(name.lower() == auth_header for name in parsed.default_headers):
-                raise self.fail("default_headers", f"must not set the auth header {parsed.auth.header!r}")
+        for spec in parsed.data_types.values():
+            own = dict(seen)
+            declared = [(f"data_types.{spec.name}.query", name) for name, _ in spec.query]
+            declared += [(f"data_types.{spec.name}.settings_query", name) for name, _ in spec.settings_query]
+            for key, param in declared:
+                if param in own:
+                    raise self.fail(key, f"uses the query parameter {param!r} already used by {own[param]}")
+                own[param] = key
+        if auth is not None:
+            self.check_auth_clashes(parsed, auth)
 
-
-# --------------------------------------------------------------------------- JSON helpers
-
-_MISSING = object()
-
-
-def _dig(document: Any, path: str) -> Any:
-    """Follow a dotted path (``data.items``, ``results.0.id``); ``_MISSING`` when any step is absent."""
-    if not path:
-        return document
-    current = document
-    for part in path.split("."):
-        if isinstance(current, Mapping):
-            if part not in current:
-                return _MISSING
-            current = current[part]
-        elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
-            current = current[int(part)]
-        else:
-            return _MISSING
-    return current
-
-
-def _scalar_text(value: Any) -> str | None:
-    """A JSON scalar as text; ``None`` for null, empty strings and non-scalars."""
-    if value is None or value is _MISSING or isinstance(value, bool) or not isinstance(value, str | int | float):
-        return None
-    text = str(value)
-    return text or None
+    def check_auth_clashes(self, parsed: RestProviderConfig, auth: RequestAuth) -> None:
+        """Credentials travel only through ``auth``: no default header or query parameter may shadow it."""
+        # Optional attributes of the auth kinds (not part of the RequestAuth protocol).
+        managed = {name.lower() for name in getattr(auth, "managed_headers", ("Authorization",))}
+        clash = sorted(name for name in parsed.default_headers if name.lower() in managed)
+        if clash:
+            raise self.fail("default_headers", f"must not set the auth header {clash[0]!r}")
+        reserved = set(getattr(auth, "reserved_query_params", ()))
+        used = [("page_size_param", parsed.page_size_param)]
+        used.extend(("pagination", param) for param in paging.request_params(parsed.pagination))
+        used.append(("incremental.request_param", parsed.incremental.request_param if parsed.incremental else None))
+        for spec in parsed.data_types.values():
+            used.extend((f"data_types.{spec.name}.query", name) for name, _ in spec.query)
+            used.extend((f"data_types.{spec.name}.settings_query", name) for name, _ in spec.settings_query)
+        for key, param in used:
+            if param is not None and param in reserved:
+                raise self.fail(key, f"uses the query parameter {param!r} that auth signs or sets")
 
 
 # --------------------------------------------------------------------------- provider
 
 
-def _header_safe(value: str) -> bool:
+def _setting_text(value: Any) -> str | None:
+    """A settings value usable in a path or query; ``None`` when absent or unusable."""
+    text = scalar_text(value)
+    if text is None or not text.strip() or text in (".", "..") or len(text) > MAX_SETTING_LENGTH:
+        return None
+    return text
+
+
+def _json_or_none(answer: HttpAnswer) -> Any:
     try:
-        value.encode("latin-1")
-    except UnicodeEncodeError:
-        return False
-    return not any(c in value for c in "\r\n\x00")
+        return answer.json()
+    except ValueError:
+        return None
 
 
 class RestProvider:
@@ -375,7 +588,18 @@ class RestProvider:
         self.name = name
         self.config = config
         self._session = session
-        self._types = {type_name: DataTypeSpec(type_name, spec.policy) for type_name, spec in config.data_types.items()}
+        self._scope = UrlScope.of(config.base_url)
+        self._types = {
+            type_name: DataTypeSpec(
+                type_name,
+                spec.policy,
+                weight=spec.weight,
+                complete_listing=not isinstance(config.pagination, paging.TimeWindow),
+            )
+            for type_name, spec in config.data_types.items()
+        }
+        self.token_client = config.auth.token_client if config.auth is not None else None
+        """The OAuth2 client when the auth kind refreshes tokens (found by ``base.token_client_of``)."""
 
     @classmethod
     def from_config(
@@ -390,24 +614,21 @@ class RestProvider:
         return self._types
 
     def validate_connection(self, credentials: Mapping[str, Any], settings: Mapping[str, Any]) -> None:
-        """Every credential the auth template needs must be present and usable as header text."""
+        """The auth kind checks the credentials; every setting a path or query names must be usable."""
         if not isinstance(credentials, Mapping):
             raise ValidationError("credentials must be a JSON object")
         if not isinstance(settings, Mapping):
             raise ValidationError("settings must be a JSON object")
-        auth = self.config.auth
-        if auth is None:
-            return
-        missing = [name for name in auth.fields if _scalar_text(credentials.get(name)) is None]
+        if self.config.auth is not None:
+            self.config.auth.validate(credentials)
+        needed = list(
+            dict.fromkeys(name for spec in self.config.data_types.values() for name in spec.required_settings())
+        )
+        missing = [name for name in needed if _setting_text(settings.get(name)) is None]
         if missing:
             raise ValidationError(
-                f"provider {self.name!r} needs credential(s) {', '.join(missing)} (non-empty string or number)"
-            )
-        broken = [name for name in auth.fields if not _header_safe(str(credentials[name]))]
-        if broken:
-            raise ValidationError(
-                f"provider {self.name!r}: credential(s) {', '.join(broken)} must be printable Latin-1 text "
-                "without line breaks (HTTP headers cannot carry anything else)"
+                f"provider {self.name!r} needs setting(s) {', '.join(missing)} "
+                f"(non-empty string or number of at most {MAX_SETTING_LENGTH} characters, not '.' or '..')"
             )
 
     def fetch_page(self, request: FetchRequest) -> Page:
@@ -418,11 +639,52 @@ class RestProvider:
         timeout = min(self.config.timeout_seconds, request.timeout_seconds)
         if timeout <= 0:
             raise ProviderTimeoutError(f"{where}: no time left for the request")
+        pagination = self.config.pagination
+        try:
+            plan = paging.plan_page(
+                pagination, request.page_token, since=request.since, now=request.now_epoch, scope=self._scope
+            )
+        except PaginationError as exc:
+            raise ProviderError(f"{where}: {exc}", retryable=False) from None
+        if plan.exhausted:
+            return Page(records=[], next_page_token=None)
 
-        headers = self._headers(request, where)
-        params = self._params(request)
-        body = self._get(self.config.base_url + spec.path, headers, params, timeout, where, request.now_epoch)
-        return self._page(body, spec, request, where)
+        if plan.target is not None:
+            path, query = paging.split_target(plan.target)
+        else:
+            path = self._scope.base_path + self._fill_path(spec, request.settings, where)
+            query = self._query(spec, request, plan)
+        answer = self._call(spec.method, path, query, request, timeout, where)
+        try:
+            body = answer.json()
+        except ValueError:
+            raise self._with_headers(
+                ProviderError(
+                    f"{where}: HTTP {answer.status} answer is not valid JSON",
+                    retryable=False,
+                    status_code=answer.status,
+                ),
+                answer,
+            ) from None
+        items = self._items(body, spec, where, answer)
+        records, skipped = self._records(items, spec)
+        target = path + (f"?{urlencode(query)}" if query else "")
+        try:
+            next_token = paging.next_page_token(
+                pagination,
+                plan,
+                token=request.page_token,
+                body=body,
+                headers=answer.headers,
+                items=items,
+                page_size=self.config.page_size,
+                scope=self._scope,
+                request_target=target,
+                now=request.now_epoch,
+            )
+        except PaginationError as exc:
+            raise self._with_headers(ProviderError(f"{where}: {exc}", retryable=False), answer) from None
+        return Page(records=records, next_page_token=next_token, skipped=skipped, response_headers=answer.headers)
 
     # -- extension points
 
@@ -442,114 +704,184 @@ class RestProvider:
             self._session.close()
             self._session = None
 
-    # -- internals
+    # -- request building
 
-    def _headers(self, request: FetchRequest, where: str) -> dict[str, str]:
-        headers = dict(self.config.default_headers)
-        auth = self.config.auth
-        if auth is None:
-            return headers
-        missing = [name for name in auth.fields if _scalar_text(request.credentials.get(name)) is None]
-        if missing:
-            raise ProviderAuthError(f"{where}: connection lacks credential(s) {', '.join(missing)}")
-        value = auth.render(request.credentials)
-        if "\r" in value or "\n" in value:
-            raise ProviderAuthError(f"{where}: a credential contains a line break")
-        headers[auth.header] = value
-        return headers
+    def _settings_value(self, settings: Mapping[str, Any], name: str, where: str) -> str:
+        value = _setting_text(settings.get(name)) if isinstance(settings, Mapping) else None
+        if value is None:
+            raise ProviderError(f"{where}: connection lacks a usable setting {name!r}", retryable=False)
+        return value
 
-    def _params(self, request: FetchRequest) -> dict[str, str]:
+    def _fill_path(self, spec: DataTypeConfig, settings: Mapping[str, Any], where: str) -> str:
+        if not spec.path_settings:
+            return spec.path
+        # Quoted with no safe characters: a setting fills one path segment, never adds one.
+        values = {name: quote(self._settings_value(settings, name, where), safe="") for name in spec.path_settings}
+        return spec.path.format_map(values)
+
+    def _query(self, spec: DataTypeConfig, request: FetchRequest, plan: paging.PagePlan) -> Query:
         config = self.config
-        params: dict[str, str] = {}
+        query: list[tuple[str, str]] = list(spec.query)
+        where = f"provider {self.name!r} data type {request.data_type!r}"
+        query.extend(
+            (param, self._settings_value(request.settings, setting, where)) for param, setting in spec.settings_query
+        )
         if config.page_size_param is not None and config.page_size is not None:
-            params[config.page_size_param] = str(config.page_size)
-        if config.pagination is not None and request.page_token is not None:
-            params[config.pagination.request_param] = request.page_token
+            query.append((config.page_size_param, str(config.page_size)))
+        query.extend(plan.params)
         if config.incremental is not None and request.since is not None:
-            params[config.incremental.request_param] = request.since
-        return params
+            query.append((config.incremental.request_param, request.since))
+        return tuple(query)
 
-    def _provider_wait(self, response: requests.Response, now: float) -> float | None:
+    # -- HTTP
+
+    def _call(
+        self, method: str, path: str, query: Query, request: FetchRequest, timeout: float, where: str
+    ) -> HttpAnswer:
+        """One call, and one more when the auth kind fixed what a 4xx complained about."""
+        answer = self._send(method, path, query, request, timeout, where)
+        auth = self.config.auth
+        if auth is not None and 400 <= answer.status < 500:
+            fetch_json = self._unauthenticated_fetch(timeout, where)
+            if auth.recover(answer.status, _json_or_none(answer), fetch_json, request.now_epoch):
+                answer = self._send(method, path, query, request, timeout, where)
+        error = self._error_for(answer, where, request.now_epoch)
+        if error is not None:
+            raise error
+        return answer
+
+    def _send(
+        self, method: str, path: str, query: Query, request: FetchRequest, timeout: float, where: str
+    ) -> HttpAnswer:
+        outgoing = OutgoingRequest(
+            method=method,
+            origin=self._scope.origin,
+            path=path,
+            query=query,
+            headers=dict(self.config.default_headers),
+            body=None,
+        )
+        auth = self.config.auth
+        signed = auth.apply(outgoing, request.credentials, request.now_epoch) if auth is not None else outgoing
+        if signed.origin != self._scope.origin:
+            raise ProviderError(f"{where}: the auth kind moved the call off the provider's origin", retryable=False)
+        # Sent exactly as built (no ``params=``), so a signature over the query string stays valid.
+        url = signed.origin + signed.path + (f"?{urlencode(signed.query)}" if signed.query else "")
+        return send(
+            self.session,
+            signed.method,
+            url,
+            where=where,
+            timeout=timeout,
+            headers=signed.headers,
+            data=signed.body,
+            max_bytes=self.config.max_response_bytes,
+        )
+
+    def _unauthenticated_fetch(self, timeout: float, where: str) -> Callable[[str], Any]:
+        """``fetch_json(path)`` for ``RequestAuth.recover``: a GET of a public path on the same origin."""
+
+        def fetch_json(path: str) -> Any:
+            if not path.startswith("/") or path.startswith("//") or "\\" in path:
+                raise ProviderError(f"{where}: auth recovery asked for a path off the origin", retryable=False)
+            answer = send(
+                self.session,
+                "GET",
+                self._scope.origin + path,
+                where=f"{where} (auth recovery)",
+                timeout=timeout,
+                headers=dict(self.config.default_headers),
+                max_bytes=self.config.max_response_bytes,
+            )
+            if not 200 <= answer.status < 300:
+                raise self._with_headers(
+                    ProviderError(
+                        f"{where} (auth recovery): HTTP {answer.status}",
+                        retryable=answer.status >= 500,
+                        status_code=answer.status,
+                    ),
+                    answer,
+                )
+            try:
+                return answer.json()
+            except ValueError:
+                raise ProviderError(f"{where} (auth recovery): answer is not valid JSON", retryable=False) from None
+
+        return fetch_json
+
+    def _provider_wait(self, answer: HttpAnswer, now: float) -> float | None:
         """The longest wait the provider asked for, through ``Retry-After`` or its reset header."""
-        waits = [parse_retry_after(response.headers.get("Retry-After"), now)]
+        waits = [parse_retry_after(answer.header("Retry-After"), now)]
         if self.config.rate_limit_reset_header:
-            waits.append(parse_reset_header(response.headers.get(self.config.rate_limit_reset_header), now))
+            waits.append(parse_reset_header(answer.header(self.config.rate_limit_reset_header), now))
         known = [wait for wait in waits if wait is not None]
         return max(known) if known else None
 
-    def _get(
-        self, url: str, headers: dict[str, str], params: dict[str, str], timeout: float, where: str, now: float
-    ) -> Any:
-        # Exceptions are raised ``from None``: requests' own messages include the full
-        # URL (page tokens, watermarks) and must not reach logs through the chain.
-        try:
-            response = self.session.get(url, headers=headers, params=params, timeout=timeout)
-        except requests.Timeout:
-            raise ProviderTimeoutError(f"{where}: no answer within {timeout:g}s") from None
-        except requests.ConnectionError:
-            raise ProviderError(f"{where}: could not connect", retryable=True) from None
-        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
-            raise ProviderError(f"{where}: broken response ({type(exc).__name__})", retryable=True) from None
-        except requests.RequestException as exc:
-            raise ProviderError(f"{where}: request failed ({type(exc).__name__})", retryable=False) from None
+    @staticmethod
+    def _with_headers(error: ProviderError, answer: HttpAnswer) -> ProviderError:
+        error.response_headers = answer.headers
+        return error
 
-        status = response.status_code
+    def _error_for(self, answer: HttpAnswer, where: str, now: float) -> ProviderError | None:
+        status = answer.status
+        error: ProviderError
+        if 200 <= status < 300:
+            return None
         if status in (401, 403):
-            raise ProviderAuthError(f"{where}: HTTP {status}, credentials rejected", status_code=status)
-        if status == 429:
-            raise ProviderRateLimitError(
-                f"{where}: HTTP 429, rate limited",
-                retry_after=response.headers.get("Retry-After"),
-                retry_after_seconds=self._provider_wait(response, now),
+            error = ProviderAuthError(f"{where}: HTTP {status}, credentials rejected", status_code=status)
+        elif status in _RATE_LIMIT_STATUSES:
+            error = ProviderRateLimitError(
+                f"{where}: HTTP {status}, rate limited",
+                retry_after=answer.header("Retry-After"),
+                retry_after_seconds=self._provider_wait(answer, now),
+                status_code=status,
             )
-        if status >= 500:
-            raise ProviderError(
+        elif status >= 500:
+            error = ProviderError(
                 f"{where}: HTTP {status}, upstream failure",
                 retryable=True,
                 status_code=status,
-                retry_after_seconds=self._provider_wait(response, now),
+                retry_after_seconds=self._provider_wait(answer, now),
             )
-        if not 200 <= status < 300:
-            raise ProviderError(f"{where}: HTTP {status}, request refused", retryable=False, status_code=status)
-        try:
-            return response.json()
-        except ValueError:
-            raise ProviderError(
-                f"{where}: HTTP {status} answer is not valid JSON", retryable=False, status_code=status
-            ) from None
+        else:
+            error = ProviderError(f"{where}: HTTP {status}, request refused", retryable=False, status_code=status)
+        return self._with_headers(error, answer)
 
-    def _page(self, body: Any, spec: DataTypeConfig, request: FetchRequest, where: str) -> Page:
-        items = _dig(body, spec.records_path)
+    # -- answer mapping
+
+    def _items(self, body: Any, spec: DataTypeConfig, where: str, answer: HttpAnswer) -> Sequence[Any]:
+        items = dig(body, spec.records_path)
         if not isinstance(items, list):
-            found = "missing" if items is _MISSING else f"a JSON {type(items).__name__}"
+            found = "missing" if items is MISSING else f"a JSON {type(items).__name__}"
             target = repr(spec.records_path) if spec.records_path else "the response body"
-            raise ProviderError(f"{where}: records_path {target} is {found}, expected a list", retryable=False)
+            raise self._with_headers(
+                ProviderError(f"{where}: records_path {target} is {found}, expected a list", retryable=False), answer
+            )
+        return items
 
+    @staticmethod
+    def _records(items: Sequence[Any], spec: DataTypeConfig) -> tuple[list[UpstreamRecord], list[SkippedRecord]]:
+        """The page's usable records; the others are set aside, so one bad record never blocks the rest."""
         records: list[UpstreamRecord] = []
+        skipped: list[SkippedRecord] = []
         for index, item in enumerate(items):
             if not isinstance(item, Mapping):
-                raise ProviderError(f"{where}: record #{index} is not a JSON object", retryable=False)
-            record_id = _scalar_text(_dig(item, spec.id_field))
-            if record_id is None:
-                raise ProviderError(
-                    f"{where}: record #{index} has no usable id at id_field {spec.id_field!r}", retryable=False
+                skipped.append(
+                    SkippedRecord("not_an_object", detail=f"record #{index} is a JSON {type(item).__name__}")
                 )
-            updated_at = _scalar_text(_dig(item, spec.updated_at_field)) if spec.updated_at_field else None
+                continue
+            record_id = scalar_text(dig(item, spec.id_field))
+            if record_id is None:
+                skipped.append(
+                    SkippedRecord(
+                        "missing_id", detail=f"record #{index} has no usable id at id_field {spec.id_field!r}"
+                    )
+                )
+                continue
+            updated_at = scalar_text(dig(item, spec.updated_at_field)) if spec.updated_at_field else None
             deleted = False
             if spec.deleted_field:
-                flag = _dig(item, spec.deleted_field)
-                deleted = flag is not _MISSING and bool(flag)
+                flag = dig(item, spec.deleted_field)
+                deleted = flag is not MISSING and bool(flag)
             records.append(UpstreamRecord(record_id=record_id, data=item, updated_at=updated_at, deleted=deleted))
-
-        next_token: str | None = None
-        if self.config.pagination is not None:
-            raw_token = _dig(body, self.config.pagination.response_field)
-            if raw_token is not _MISSING and raw_token is not None and not isinstance(raw_token, str | int | float):
-                raise ProviderError(
-                    f"{where}: pagination.response_field {self.config.pagination.response_field!r} is not a scalar",
-                    retryable=False,
-                )
-            next_token = _scalar_text(raw_token)
-            if next_token is not None and next_token == request.page_token:
-                raise ProviderError(f"{where}: the provider returned the same page token again", retryable=False)
-        return Page(records=records, next_page_token=next_token)
+        return records, skipped

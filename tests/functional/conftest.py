@@ -25,6 +25,7 @@ from local.counting_provider import CountingProvider
 from local.moto_atomic import make_moto_dynamodb_atomic
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256"
+TEST_KMS_ALIAS = "alias/smart-sync-test"
 
 
 @dataclass
@@ -34,6 +35,8 @@ class Harness:
     client: Client
     sqs: Any
     queue_url: str
+    kms: Any = None
+    """The moto KMS client the harness made its credentials key with (count or inspect calls through it)."""
 
     @property
     def settings(self) -> Settings:
@@ -121,20 +124,26 @@ def make_harness(settings: Settings) -> Iterator[Callable[..., Harness]]:
     with mock_aws():
         sqs = boto3.client("sqs", region_name="us-east-1")
         queue_url = sqs.create_queue(QueueName=JOB_QUEUE_NAME)["QueueUrl"]
+        # Credentials are sealed with a KMS key, as in the deployed stack (found through its alias).
+        kms = boto3.client("kms", region_name="us-east-1")
+        key_id = kms.create_key(Description="smart-sync test credentials key")["KeyMetadata"]["KeyId"]
+        kms.create_alias(AliasName=TEST_KMS_ALIAS, TargetKeyId=key_id)
         tables_made = False
         clients: list[Client] = []
 
         def build(registry: ProviderRegistry | None = None, clock: Any = None, **overrides: Any) -> Harness:
             nonlocal tables_made
             clock = clock or FakeClock()
-            container = build_container(replace(settings, **overrides), clock=clock, registry=registry)
+            container = build_container(
+                replace(settings, **{"kms_key_id": TEST_KMS_ALIAS, **overrides}), clock=clock, registry=registry
+            )
             if not tables_made:
                 create_tables()
                 tables_made = True
             set_container(container)
             client = Client(app)
             clients.append(client)
-            return Harness(container, clock, client.__enter__(), sqs, queue_url)
+            return Harness(container, clock, client.__enter__(), sqs, queue_url, kms)
 
         yield build
         for client in clients:

@@ -313,3 +313,223 @@ def test_a_read_told_to_wait_longer_than_its_budget_hands_the_sync_to_a_delayed_
     assert attributes["ApproximateNumberOfMessagesDelayed"] == "1"
     runs = body(harness.read("/users/u1/connections/c1/runs"))["runs"]
     assert sorted(r["status"] for r in runs) == ["deferred", "queued"]
+
+
+# --- rate windows: several per provider, feedback, per-connection scope ------------------------------------
+
+
+TWO_WINDOWS = {
+    "acme": {
+        "type": "rest",
+        "base_url": "https://api.example.test",
+        "limits": {
+            "windows": [
+                {"requests": 6, "per_seconds": 2, "burst": 3},
+                {"requests": 20, "per_seconds": 20, "burst": 5},
+            ]
+        },
+        "data_types": {"recovery": {"path": "/recovery", "records_path": "items"}},
+    }
+}
+
+
+def _most_in_any_interval(grants: list[float], per_seconds: float) -> int:
+    """The most grants in any half-open interval (t - per_seconds, t]."""
+    ordered = sorted(grants)
+    return max((sum(1 for at in ordered if end - per_seconds < at <= end) for end in ordered), default=0)
+
+
+def test_8_threads_never_exceed_either_of_two_windows(make_harness: Any) -> None:
+    # Given a provider allowing 6 calls per 2 s and 20 per 20 s, and 8 workers sharing it in DynamoDB
+    clock = FakeClock()
+    harness = make_harness(registry=registry_from_config(TWO_WINDOWS), clock=clock)
+    guard = harness.container.guard
+    granted: list[float] = []
+    lock = threading.Lock()
+
+    def hammer(now: float) -> None:
+        for _ in range(2):
+            if guard.take_token("acme", now) is None:
+                with lock:
+                    granted.append(now)
+
+    # When they ask as often as they can, every half second for three lengths of the longest window
+    start = clock.now()
+    for step in range(120):
+        threads = [threading.Thread(target=hammer, args=(start + step * 0.5,)) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    # Then no 2 s ever saw more than 6 calls and no 20 s more than 20, yet calls went through all along
+    assert _most_in_any_interval(granted, 2) <= 6
+    assert _most_in_any_interval(granted, 20) <= 20
+    assert max(granted) >= start + 50
+    # And both windows live in one item
+    item = harness.container.store.get_shared_json("bucket#acme")
+    assert item is not None and item["windows"] == ["6/2", "20/20"] and len(item["levels"]) == 2
+
+
+def test_a_heavy_call_takes_its_weight_from_every_window(make_harness: Any) -> None:
+    harness = make_harness(registry=registry_from_config(TWO_WINDOWS))
+    guard, now = harness.container.guard, harness.clock.now()
+    # Given 3 of the short window's burst, a call of weight 3 goes and a second one must wait
+    assert guard.take_token("acme", now, weight=3) is None
+    wait = guard.take_token("acme", now, weight=3)
+    assert wait == pytest.approx(3 / 1.5)  # the short window refills 1.5 per second
+    # And the long window was charged too: 5 - 3 left
+    item = harness.container.store.get_shared_json("bucket#acme")
+    assert item is not None and item["levels"] == [0.0, 2.0]
+
+
+PER_KEY = {
+    "exchange": {
+        "type": "rest",
+        "base_url": "https://api.example.test",
+        "limits": {"windows": [{"requests": 3, "per_seconds": 60, "burst": 2}], "scope": "connection"},
+        "data_types": {"balances": {"path": "/balances", "records_path": "items"}},
+    }
+}
+
+
+def test_a_connection_scope_gives_each_connection_its_own_limit(make_harness: Any) -> None:
+    # Given a provider whose limit belongs to each user's own API key
+    harness = make_harness(registry=registry_from_config(PER_KEY))
+    guard, now = harness.container.guard, harness.clock.now()
+    # When one connection spends its burst and is told to back off by the provider
+    assert guard.take_token("exchange", now, connection_scope="u1#k1") is None
+    assert guard.take_token("exchange", now, connection_scope="u1#k1") is None
+    assert guard.take_token("exchange", now, connection_scope="u1#k1") is not None
+    guard.hold("exchange", now + 300, connection_scope="u1#k1")
+    # Then another user's connection still has its whole limit
+    assert guard.take_token("exchange", now, connection_scope="u2#k2") is None
+    assert guard.take_token("exchange", now, connection_scope="u2#k2") is None
+    # And each has its own item; there is no provider-wide one
+    items = harness.container.store.get_shared_many(
+        ["bucket#exchange", "bucket#exchange#u1#k1", "bucket#exchange#u2#k2"]
+    )
+    assert sorted(items) == ["bucket#exchange#u1#k1", "bucket#exchange#u2#k2"]
+    # (the hold, then one token at (3 - 2) / 60 per second)
+    assert guard.take_token("exchange", now + 100, connection_scope="u1#k1") == pytest.approx(200 + 60)
+
+
+def test_a_provider_scope_ignores_the_connection_scope(make_harness: Any) -> None:
+    harness = make_harness(registry=registry_from_config(TWO_WINDOWS))
+    guard, now = harness.container.guard, harness.clock.now()
+    for user in ("u1", "u2", "u3"):
+        assert guard.take_token("acme", now, connection_scope=f"{user}#c1") is None
+    assert guard.take_token("acme", now, connection_scope="u4#c1") is not None  # the shared burst of 3 is gone
+
+
+WHOOPISH = {
+    "acme": {
+        "type": "rest",
+        "base_url": "https://api.example.test",
+        "limits": {
+            "windows": [
+                {
+                    "requests": 100,
+                    "per_seconds": 60,
+                    "remaining_header": "X-RateLimit-Remaining",
+                    "reset_header": "X-RateLimit-Reset",
+                    "limit_header": "X-RateLimit-Limit",
+                },
+                {
+                    "requests": 10_000,
+                    "per_seconds": 86_400,
+                    "remaining_header": "X-RateLimit-Remaining",
+                    "reset_header": "X-RateLimit-Reset",
+                    "limit_header": "X-RateLimit-Limit",
+                },
+            ]
+        },
+        "data_types": {"recovery": {"path": "/recovery", "records_path": "items"}},
+    }
+}
+SPENT = {"x-ratelimit-limit": "100, 100;window=60, 10000;window=86400", "x-ratelimit-remaining": "0"}
+
+
+class _Calls:
+    """Counts the reads and writes of shared-limit items."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from chalicelib.models import LimitItem
+
+        self.reads = self.writes = 0
+        real_get, real_update = LimitItem.get, LimitItem.update
+
+        def get(*args: Any, **kwargs: Any) -> Any:
+            self.reads += 1
+            return real_get(*args, **kwargs)
+
+        def update(item: Any, *args: Any, **kwargs: Any) -> Any:
+            self.writes += 1
+            return real_update(item, *args, **kwargs)
+
+        monkeypatch.setattr(LimitItem, "get", get)
+        monkeypatch.setattr(LimitItem, "update", update)
+
+
+def test_the_providers_count_rides_on_the_next_take_and_slows_every_worker(
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given WHOOP's two windows, and a worker whose last answer said the minute is spent, resetting in 30 s
+    harness = make_harness(registry=registry_from_config(WHOOPISH))
+    guard, now = harness.container.guard, harness.clock.now()
+    calls = _Calls(monkeypatch)
+    # When it asks for its next call with that feedback
+    wait = guard.take_token("acme", now, feedback={**SPENT, "x-ratelimit-reset": "30"})
+    # Then it is refused until the reset, at the cost of one read and one write
+    assert wait == pytest.approx(30 + 1 / 1.5)
+    assert (calls.reads, calls.writes) == (1, 1)
+    # And another worker, which saw no such answer, waits just as long
+    assert guard.take_token("acme", now + 1) == pytest.approx(29 + 1 / 1.5)
+
+
+def test_feedback_at_the_end_of_a_sync_is_written_only_when_it_is_tighter(
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    harness = make_harness(registry=registry_from_config(WHOOPISH))
+    guard, now = harness.container.guard, harness.clock.now()
+    calls = _Calls(monkeypatch)
+    # Given a provider that still has plenty left: no call at all
+    guard.observe("acme", {**SPENT, "x-ratelimit-remaining": "97"}, now)
+    assert (calls.reads, calls.writes) == (0, 0)
+    # Given a provider that says the minute is spent: one read, one write, and every worker waits
+    guard.observe("acme", {**SPENT, "x-ratelimit-reset": "12"}, now)
+    assert (calls.reads, calls.writes) == (1, 1)
+    assert guard.take_token("acme", now) == pytest.approx(12 + 1 / 1.5)
+
+
+def test_a_sync_reads_the_rate_headers_of_the_provider_and_the_next_worker_waits(make_harness: Any) -> None:
+    # Given a provider that answers with data and "0 left this minute, resetting in 30 s"
+    clock = RecordingClock()
+    harness = make_harness(registry=registry_from_config(WHOOPISH), clock=clock)
+    harness.put_connection(provider="acme", credentials={})
+    with responses.RequestsMock() as api:
+        api.get(
+            "https://api.example.test/recovery",
+            json={"items": [{"id": 1}]},
+            headers={
+                "X-RateLimit-Limit": "100, 100;window=60, 10000;window=86400",
+                "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Reset": "30",
+            },
+        )
+        # When a read syncs it
+        assert harness.read(DATA).status_code == 200
+    # Then the next worker is told to wait for the provider's reset, before any 429
+    wait = harness.container.guard.take_token("acme", clock.now())
+    assert wait is not None and 29 <= wait <= 31
+
+
+def test_a_bucket_item_from_the_single_bucket_version_keeps_its_hold(make_harness: Any) -> None:
+    # Given the item the previous version wrote for a Retry-After of 30 s (no JSON, tokens 0, updated ahead)
+    from chalicelib.models import LimitItem
+
+    harness = make_harness(registry=registry_from_config(ACME))
+    now = harness.clock.now()
+    LimitItem("bucket#acme", tokens=0, updated_at=now + 30, version=1).save()
+    # Then workers still wait it out, and take from the windows afterwards
+    assert harness.container.guard.take_token("acme", now) == pytest.approx(30 + 0.5)
+    assert harness.container.guard.take_token("acme", now + 30.5) is None

@@ -233,3 +233,49 @@ def test_operator_posts_accept_what_plain_curl_sends(harness: Harness) -> None:
     # Then both work
     assert form.status_code == 200 and body(form)["status"] == "paused"
     assert bare.status_code == 200 and body(bare)["status"] == "running"
+
+
+DAILY = {
+    "demo": {
+        "type": "demo",
+        "policies": {data_type: {"schedule_every_seconds": 3600} for data_type in SCHEDULED},
+        "limits": {"windows": [{"requests": 1000, "per_seconds": 86400}]},
+    }
+}
+
+
+def test_a_daily_limit_spaces_the_schedule_out_and_the_status_says_so(make_harness: Any) -> None:
+    # Given a provider allowing 1,000 calls a day (900 refill over the day: 0.625 syncs per one-minute tick)
+    from chalicelib.providers import registry_from_config
+
+    harness = make_harness(registry=registry_from_config(DAILY))
+    for index in range(4):
+        harness.put_connection(connection_id=f"c{index}")
+    # When the schedule fires with 12 datasets due
+    first = harness.tick()
+    # Then it plans what the day allows (a fresh provider starts with one tick and one job), not all 12
+    assert first["due"] == 12 and first["queued"] == 1
+    assert first["skipped"] == {"provider_tick_quota": 11}
+    # And the next tick a minute later plans the next one: a fraction carried over, oldest first
+    harness.clock.advance(60)
+    second = harness.tick()
+    assert second["queued"] == 1 and second["skipped"] == {"already_queued": 1, "provider_tick_quota": 10}
+    # When the operator asks
+    status = body(harness.operator("GET", "/sync/status"))
+    demo = status["providers"]["demo"]
+    # Then the provider shows its window, its scope and what the tick saw against its quota
+    assert demo["scope"] == "provider"
+    assert [(w["limit"], w["capacity"], w["tokens"]) for w in demo["windows"]] == [("1,000 requests/day", 100, 100)]
+    quota = demo["quota"]
+    assert (quota["due"], quota["planned"], quota["deferred_by_quota"]) == (11, 1, 10)
+    assert quota["per_tick"] == 0.625 and quota["limited_by"] == "1,000 requests/day"
+    assert quota["oldest_due_age_seconds"] == 60
+    assert quota["stretch_factor"] == pytest.approx(1 + 11 / (0.625 * 60), abs=0.01)
+    assert quota["summary"] == (
+        "demo: 11 datasets due, 0.6 per tick allowed by 1,000 requests/day; "
+        "scheduled syncs are spaced out evenly (about 1.3x their interval)"
+    )
+    assert "credit" not in quota
+    # And the health says the same, as a warning
+    assert status["statistics"]["health_status"] == "warning"
+    assert quota["summary"] in status["statistics"]["health_reasons"]

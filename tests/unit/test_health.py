@@ -109,6 +109,26 @@ def test_several_warnings_are_all_reported() -> None:
     ]
 
 
+STRETCHED = (
+    "whoop: 1,000 datasets due, 6.2 per tick allowed by 10,000 requests/day; "
+    "scheduled syncs are spaced out evenly (about 3.7x their interval)"
+)
+
+
+def test_a_schedule_spaced_out_by_a_provider_quota_is_a_warning_that_says_so() -> None:
+    # Given the last tick found more WHOOP datasets due than its daily limit can serve
+    level, reasons = health(replace(HEALTHY, stretched_schedules=(STRETCHED,)))
+    # Then the service is healthy enough but warns, in the tick's own words
+    assert level is Health.WARNING
+    assert reasons == [STRETCHED]
+
+
+def test_a_stretched_schedule_does_not_hide_a_worse_problem() -> None:
+    level, reasons = health(replace(HEALTHY, stretched_schedules=(STRETCHED,), open_breakers=["whoop"]))
+    assert level is Health.DEGRADED
+    assert reasons == ["circuit open for whoop"]
+
+
 # --- degraded -------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""The tick planner and the schedule shards: pure, no AWS, no clock."""
+"""The tick planner, provider quotas and the schedule shards: pure, no AWS, no clock."""
 
 from __future__ import annotations
 
@@ -8,15 +8,23 @@ from collections.abc import Mapping
 import pytest
 
 from chalicelib.domain import DatasetKey
+from chalicelib.limits import RateWindow
 from chalicelib.schedule import (
     SCHEDULE_SHARDS,
     DueDataset,
     ProviderGate,
+    ProviderTick,
     SkipReason,
     TickPlan,
     all_shards,
+    jobs_allowed,
+    per_connection_jobs,
     plan_tick,
+    quota_credit,
+    quota_report,
     schedule_shard,
+    stretch_factor,
+    tick_quota,
 )
 
 NOW = 1_700_000_000.0
@@ -343,6 +351,213 @@ def test_planning_does_not_change_the_candidates() -> None:
     candidates = [due("b", next_sync_at=NOW - 1), due("a", next_sync_at=NOW - 2)]
     plan(candidates)
     assert [d.key.user_id for d in candidates] == ["b", "a"]
+
+
+# --- what a tick saw of each provider ---------------------------------------------------------------
+
+
+def test_the_plan_counts_per_provider_what_was_due_planned_and_deferred() -> None:
+    # Given whoop may take 2 jobs, 5 whoop datasets are due (one running), and demo's breaker is open
+    gates = {"whoop": ProviderGate(max_jobs=2), "demo": ProviderGate(breaker_open=True)}
+    candidates = [due(f"w{n}", next_sync_at=NOW - 500 + n) for n in range(4)] + [
+        due("busy", lease_expires_at=NOW + 30),
+        due("d1", provider="demo", next_sync_at=NOW - 900),
+    ]
+    # When the tick plans
+    result = plan(candidates, gates=gates)
+    # Then whoop saw 4 due (the running one never reached its gate), 2 planned, 2 left for the quota,
+    # and its oldest waiting dataset is the first one
+    assert result.providers["whoop"] == ProviderTick(
+        due=4, planned=2, deferred_by_quota=2, deferred_by_breaker=0, oldest_due_at=NOW - 500
+    )
+    assert result.providers["demo"] == ProviderTick(due=1, deferred_by_breaker=1)
+
+
+def test_a_provider_with_nothing_due_has_no_entry() -> None:
+    assert "demo" not in plan([due("u1")]).providers
+
+
+def test_a_per_connection_quota_counts_each_connection_separately() -> None:
+    # Given a provider whose limit is per connection: one job per connection and tick
+    gates = {"binance": ProviderGate(max_jobs=1, per_connection=True)}
+    candidates = [
+        due("u1", provider="binance", connection="k1", data_type="balances", next_sync_at=NOW - 30),
+        due("u1", provider="binance", connection="k1", data_type="trades", next_sync_at=NOW - 20),
+        due("u2", provider="binance", connection="k2", data_type="balances", next_sync_at=NOW - 10),
+    ]
+    # When the tick plans
+    result = plan(candidates, gates=gates)
+    # Then each connection gets its one job; k1's second waits
+    assert [(job.key.connection_id, job.key.data_type) for job in result.jobs] == [
+        ("k1", "balances"),
+        ("k2", "balances"),
+    ]
+    assert result.skipped == Counter({"provider_tick_quota": 1})
+
+
+def test_a_probe_is_one_job_for_the_provider_even_when_its_quota_is_per_connection() -> None:
+    gates = {"binance": ProviderGate(probe_only=True, per_connection=True)}
+    candidates = [due(f"u{n}", provider="binance", connection=f"k{n}") for n in range(3)]
+    assert len(plan(candidates, gates=gates).jobs) == 1
+
+
+# --- provider quotas ----------------------------------------------------------------------------------
+
+TICK = 60.0
+WHOOP_WINDOWS = (
+    RateWindow(requests=100, per_seconds=60, burst=10),
+    RateWindow(requests=10_000, per_seconds=86_400, burst=1_000),
+)
+
+
+def test_a_daily_window_sets_the_quota_with_no_headroom() -> None:
+    # Given WHOOP's 100/minute and 10,000/day (9,000 of which refill over the day)
+    quota = tick_quota(WHOOP_WINDOWS, tick_interval_seconds=TICK, weight_per_sync=1)
+    # Then the day window is the tighter one: 9,000 / 1,440 ticks = 6.25 syncs per tick
+    assert quota.window == WHOOP_WINDOWS[1]
+    assert quota.per_tick == pytest.approx(6.25)
+
+
+def test_a_window_no_longer_than_the_tick_keeps_its_headroom() -> None:
+    # Given the old single bucket: 2 per second
+    quota = tick_quota((RateWindow.per_second(2.0, 2),), tick_interval_seconds=TICK, weight_per_sync=1)
+    # Then the quota is what it was: 2 * 60 * 1.5
+    assert quota.per_tick == pytest.approx(180.0)
+
+
+def test_the_quota_counts_the_weight_of_a_sync() -> None:
+    # Given syncs that make 4 calls each
+    quota = tick_quota(WHOOP_WINDOWS, tick_interval_seconds=TICK, weight_per_sync=4)
+    assert quota.per_tick == pytest.approx(6.25 / 4)
+
+
+def test_a_sync_never_counts_as_less_than_one_call() -> None:
+    quota = tick_quota(WHOOP_WINDOWS, tick_interval_seconds=TICK, weight_per_sync=0.2)
+    assert quota.per_tick == pytest.approx(6.25) and quota.weight_per_sync == 1
+
+
+def test_fractions_of_the_quota_carry_over_from_tick_to_tick() -> None:
+    # Given 0.4 syncs per tick and a provider that always has more due
+    credit, planned = None, []
+    for _ in range(10):
+        available = quota_credit(0.4, credit, 1.0)
+        jobs = jobs_allowed(available)
+        planned.append(jobs)
+        credit = available - jobs
+    # Then it starts as if idle (one tick plus one job), then plans one job every 2-3 ticks
+    assert planned == [1, 0, 1, 0, 1, 0, 0, 1, 0, 1]
+
+
+def test_a_tick_fired_twice_gets_no_second_quota() -> None:
+    first = quota_credit(6.25, 0.5, 1.0)
+    left = first - jobs_allowed(first)
+    assert jobs_allowed(quota_credit(6.25, left, 0.0)) == 0
+
+
+def test_an_idle_provider_does_not_save_up_more_than_one_tick_and_one_job() -> None:
+    assert quota_credit(6.25, 7.0, 30.0) == pytest.approx(7.25)
+
+
+def test_over_a_day_the_plan_never_exceeds_the_daily_window() -> None:
+    # Given WHOOP's windows, syncs of 3 calls each, and a fleet that always has more due
+    quota = tick_quota(WHOOP_WINDOWS, tick_interval_seconds=TICK, weight_per_sync=3)
+    credit: float | None = None
+    calls = 0
+    for _ in range(1_440):
+        available = quota_credit(quota.per_tick, credit, 1.0)
+        jobs = jobs_allowed(available)
+        credit = available - jobs
+        calls += 3 * jobs
+    # Then a day's planned calls stay within 10,000 (and use most of what refills)
+    assert 8_900 <= calls <= 10_000
+
+
+@pytest.mark.parametrize(("per_tick", "jobs"), [(0.1, 1), (1.0, 1), (2.25, 3), (9.0, 9)])
+def test_a_per_connection_quota_is_at_least_one_job(per_tick: float, jobs: int) -> None:
+    assert per_connection_jobs(per_tick) == jobs
+
+
+# --- how much a quota stretches the schedule ---------------------------------------------------------
+
+
+def test_a_quota_that_keeps_up_stretches_nothing() -> None:
+    seen = ProviderTick(due=5, planned=5, oldest_due_at=NOW - 7200)
+    factor = stretch_factor(
+        seen, per_tick=6.25, now=NOW, tick_interval_seconds=TICK, schedule_every_seconds=3600, per_connection=False
+    )
+    assert factor == 1.0
+
+
+def test_a_backlog_stretches_the_interval_by_how_many_intervals_it_takes_to_serve() -> None:
+    # Given 1,000 hourly datasets due and 7 syncs per tick (420 an hour)
+    seen = ProviderTick(due=1_000, planned=7, deferred_by_quota=993, oldest_due_at=NOW - 60)
+    factor = stretch_factor(
+        seen, per_tick=7, now=NOW, tick_interval_seconds=TICK, schedule_every_seconds=3600, per_connection=False
+    )
+    # Then each dataset comes round every 1 + 1000/420 hours
+    assert factor == pytest.approx(1 + 1000 / 420)
+
+
+def test_the_oldest_wait_shows_the_stretch_once_the_backlog_is_settled() -> None:
+    # Given few due now, but the oldest has waited 2 intervals past its time
+    seen = ProviderTick(due=10, planned=7, deferred_by_quota=3, oldest_due_at=NOW - 7200)
+    factor = stretch_factor(
+        seen, per_tick=7, now=NOW, tick_interval_seconds=TICK, schedule_every_seconds=3600, per_connection=False
+    )
+    assert factor == pytest.approx(3.0)
+
+
+def test_the_report_says_in_one_sentence_that_syncs_are_spaced_out() -> None:
+    # Given WHOOP's daily window and 1,000 hourly datasets due
+    quota = tick_quota(WHOOP_WINDOWS, tick_interval_seconds=TICK, weight_per_sync=1)
+    seen = ProviderTick(due=1_000, planned=6, deferred_by_quota=994, oldest_due_at=NOW - 120)
+    # When the tick reports it
+    report = quota_report(
+        "whoop",
+        seen,
+        quota,
+        now=NOW,
+        tick_interval_seconds=TICK,
+        schedule_every_seconds=3600,
+        per_connection=False,
+    )
+    # Then the numbers and the sentence say what happens
+    assert report["due"] == 1_000 and report["planned"] == 6 and report["deferred_by_quota"] == 994
+    assert report["oldest_due_age_seconds"] == 120
+    assert report["stretch_factor"] == pytest.approx(1 + 1000 / 375, abs=0.01)
+    assert report["summary"] == (
+        "whoop: 1,000 datasets due, 6.2 per tick allowed by 10,000 requests/day; "
+        "scheduled syncs are spaced out evenly (about 3.7x their interval)"
+    )
+
+
+def test_the_report_names_the_weight_of_a_sync_and_a_per_connection_quota() -> None:
+    quota = tick_quota(
+        (RateWindow(requests=6_000, per_seconds=60, burst=600),), tick_interval_seconds=TICK, weight_per_sync=20
+    )
+    report = quota_report(
+        "binance",
+        ProviderTick(due=1, planned=1),
+        quota,
+        now=NOW,
+        tick_interval_seconds=TICK,
+        schedule_every_seconds=300,
+        per_connection=True,
+    )
+    assert report["summary"] == (
+        "binance: 1 dataset due, all within the 405 per tick per connection "
+        "allowed by 6,000 requests/minute at about 20 per sync"
+    )
+    assert report["stretch_factor"] == 1.0
+
+
+def test_the_report_of_a_provider_with_nothing_due() -> None:
+    quota = tick_quota(WHOOP_WINDOWS, tick_interval_seconds=TICK, weight_per_sync=1)
+    report = quota_report(
+        "whoop", None, quota, now=NOW, tick_interval_seconds=TICK, schedule_every_seconds=None, per_connection=False
+    )
+    assert report["due"] == 0 and report["oldest_due_age_seconds"] is None
+    assert report["summary"] == "whoop: nothing due (6.2 per tick allowed by 10,000 requests/day)"
 
 
 # --- shards ---------------------------------------------------------------------------------------

@@ -1,0 +1,102 @@
+"""One record the store cannot hold never fails a dataset; the watermark never runs ahead of the pass."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from chalicelib.clock import FakeClock, from_iso, to_iso
+from chalicelib.domain import DatasetKey
+from chalicelib.providers import ProviderRegistry
+from chalicelib.providers.base import (
+    DataTypeSpec,
+    FetchRequest,
+    Page,
+    PolicyDefaults,
+    SkippedRecord,
+    UpstreamRecord,
+)
+from chalicelib.record_rules import MAX_RECORD_ID_BYTES, MAX_RECORD_JSON_BYTES
+
+DATA = "/users/u1/connections/c1/data/notes"
+POLICY = PolicyDefaults(cooldown_seconds=60, max_staleness_seconds=600, schedule_every_seconds=None)
+
+
+class ScriptedProvider:
+    """Answers each fetch with the next scripted page and remembers what it was asked."""
+
+    name = "scripted"
+
+    def __init__(self, pages: list[Page]) -> None:
+        self.pages = pages
+        self.requests: list[FetchRequest] = []
+
+    def data_types(self) -> Mapping[str, DataTypeSpec]:
+        return {"notes": DataTypeSpec("notes", POLICY)}
+
+    def validate_connection(self, credentials: Mapping[str, Any], settings: Mapping[str, Any]) -> None:
+        return None
+
+    def fetch_page(self, request: FetchRequest) -> Page:
+        self.requests.append(request)
+        return self.pages[min(len(self.requests) - 1, len(self.pages) - 1)]
+
+
+def body(response: Any) -> dict[str, Any]:
+    return json.loads(response.body)
+
+
+def test_records_the_store_cannot_hold_are_skipped_counted_and_named(make_harness: Any) -> None:
+    # Given a page with two good records, one too large for a DynamoDB item, one with an oversized id,
+    # and one the provider itself could not parse
+    page = Page(
+        records=[
+            UpstreamRecord("good-1", {"n": 1}),
+            UpstreamRecord("huge", {"blob": "x" * (MAX_RECORD_JSON_BYTES + 10)}),
+            UpstreamRecord("i" * (MAX_RECORD_ID_BYTES + 1), {"n": 3}),
+            UpstreamRecord("good-2", {"n": 2}),
+        ],
+        skipped=[SkippedRecord(reason="missing_id")],
+    )
+    provider = ScriptedProvider([page])
+    harness = make_harness(registry=ProviderRegistry({"scripted": provider}))
+    assert harness.put_connection(provider="scripted", credentials={"k": "v"}).status_code == 201
+
+    # When the dataset is read for the first time
+    response = harness.read(DATA)
+
+    # Then the good records are served, and the metadata says how many were left out
+    assert response.status_code == 200, response.body
+    payload = body(response)
+    assert sorted(r["id"] for r in payload["data"]) == ["good-1", "good-2"]
+    assert payload["metadata"]["skipped_records"] == 3
+    assert "left out" in payload["metadata"]["warning"]
+    # And the run names each one by reason (ids cut short)
+    runs = body(harness.read("/users/u1/connections/c1/runs"))["runs"]
+    assert runs[0]["skipped"] == 3
+    reasons = sorted(entry.split(":")[0] for entry in runs[0]["skipped_records"])
+    assert reasons == ["id_too_long", "missing_id", "record_too_large"]
+    assert all(len(entry) < 100 for entry in runs[0]["skipped_records"])
+
+
+def test_the_incremental_watermark_is_capped_at_the_pass_start_minus_the_lookback(make_harness: Any) -> None:
+    # Given a provider whose newest record carries a stamp later than the pass start (edited during the pass)
+    harness_clock_start = 1_767_225_600.0
+    provider = ScriptedProvider([Page(records=[])])
+    harness = make_harness(
+        registry=ProviderRegistry({"scripted": provider}),
+        clock=FakeClock(harness_clock_start),
+        watermark_lookback_seconds=300,
+    )
+    future_stamp = to_iso(harness_clock_start + 30)
+    provider.pages = [Page(records=[UpstreamRecord("a", {"n": 1}, updated_at=future_stamp)])]
+    assert harness.put_connection(provider="scripted", credentials={"k": "v"}).status_code == 201
+
+    # When the first (full) pass completes
+    assert harness.read(DATA).status_code == 200
+
+    # Then the watermark is not the newest stamp but the pass start minus five minutes
+    state = harness.container.store.get_state(DatasetKey("u1", "c1", "notes"))
+    assert state is not None and state.watermark is not None
+    assert from_iso(state.watermark) == harness_clock_start - 300
