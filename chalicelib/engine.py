@@ -39,6 +39,7 @@ from chalicelib.logs import log_crash
 from chalicelib.policy import SyncPolicy, failure_backoff_seconds
 from chalicelib.providers import ProviderRegistry
 from chalicelib.providers.base import (
+    DataTypeSpec,
     FetchRequest,
     Page,
     Provider,
@@ -327,12 +328,17 @@ class SyncEngine:
         deadline = progress.deadline
         provider = self._registry.get(progress.provider)
         started = self._clock.now()
+        spec = provider.data_types().get(key.data_type) or DataTypeSpec(key.data_type)
+        progress.weight = spec.weight
+        progress.complete_listing = spec.complete_listing
         checkpoint = state.checkpoint
         if checkpoint is not None and state.consecutive_failures >= _RESTART_AFTER_FAILURES:
             # A checkpoint that keeps failing may hold a page token the provider no longer honours.
             checkpoint = None
         if checkpoint is None:
-            checkpoint = Checkpoint(generation=run_id, page_token=None, since=self._since(state, started))
+            # A provider that ignores ``since`` lists everything every time: that is a full pass.
+            since = self._since(state, started) if spec.incremental else None
+            checkpoint = Checkpoint(generation=run_id, page_token=None, since=since)
         run = SyncRun(
             key=key,
             run_id=run_id,
@@ -342,9 +348,6 @@ class SyncEngine:
             started_at=started,
             resumed=checkpoint.generation if checkpoint.generation != run_id else None,
         )
-        spec = provider.data_types().get(key.data_type)
-        progress.weight = spec.weight if spec is not None else 1
-        progress.complete_listing = spec.complete_listing if spec is not None else True
         logger.info("sync started: %s run=%s trigger=%s", key.describe(), run_id, trigger.value)
         try:
             self._store.put_run(run, self.retention_seconds)
@@ -432,6 +435,7 @@ class SyncEngine:
                         self._clock.now() + exc.retry_after_seconds,
                         connection_scope=progress.connection_scope,
                     )
+                    progress.feedback = None  # the hold already says it; applied again later it would wait twice
                 if (
                     isinstance(exc, ProviderAuthError)
                     and not isinstance(exc, ProviderGrantError)

@@ -246,9 +246,13 @@ def _is_about(window: RateWindow, limit_value: str | None) -> bool:
 def provider_level(window: RateWindow, headers: Mapping[str, str], now: float) -> float | None:
     """The most this window may hold at ``now``, by the provider's own count; ``None`` if it said nothing.
 
-    "``remaining`` left until the reset in ``d`` seconds" allows at most ``remaining`` calls over
-    the next ``d`` seconds, during which the bucket refills ``r * d``: the level may be at most
-    ``remaining - r * d`` (negative means: wait). Without a reset header it is ``remaining``.
+    ``remaining`` calls left caps the level at ``remaining``: our own calls never break a window
+    (the bucket's guarantee above), so a count below our level is the provider seeing calls we did
+    not make (another app on the key, a restored item), and the bucket refills from there at its own
+    pace. Only "none left, resetting in ``d`` seconds" becomes a wait until the reset (the level
+    ``-r * d``): a fixed-window provider would refuse any call before it. A reset is not charged
+    against a positive count: on a sliding window it means "whole again", up to a whole window
+    away, and charging it would stall a fleet that is well within its limit.
     """
     remaining: float | None = None
     if window.remaining_header:
@@ -263,11 +267,11 @@ def provider_level(window: RateWindow, headers: Mapping[str, str], now: float) -
     if window.limit_header and not _is_about(window, headers.get(window.limit_header)):
         return None
     remaining = max(0.0, remaining)
-    if window.reset_header:
+    if remaining < 1.0 and window.reset_header:
         reset_in = parse_reset_header(headers.get(window.reset_header), now)
         if reset_in is not None:
             # A reset beyond the window's length is nonsense (or milliseconds): never a longer debt.
-            return remaining - window.refill_per_second * min(reset_in, window.per_seconds)
+            return -window.refill_per_second * min(reset_in, window.per_seconds)
     return remaining
 
 
@@ -345,15 +349,21 @@ def take_weight(
 
 
 def hold_all(windows: Sequence[RateWindow], state: WindowLevels, until: float) -> WindowLevels | None:
-    """The provider said "not before ``until``": every window empty (a debt stays) and frozen until then.
+    """The provider said "not before ``until``": nobody calls before then, and the shortest window
+    (the one a refusal is about, unless its wait says otherwise) restarts empty (a debt stays).
 
-    No clock is needed: the levels count from ``until``, and the refill since the last write is
-    forgone (the safe side). ``None`` when an equal or longer hold is already in place.
+    Longer windows keep their level, frozen until ``until``: emptying a day window for a minute's
+    429 would leave it refilling at a day's pace long after the provider is willing again (a refusal
+    about the day itself comes with a wait of hours, which the hold covers). No clock is needed: the
+    levels count from ``until``, and the refill since the last write is forgone (the safe side).
+    ``None`` when an equal or longer hold is already in place.
     """
     if state.hold_until is not None and state.hold_until >= until:
         return None
-    stored = state.levels if state.updated_at is not None else tuple(0.0 for _ in windows)
-    return WindowLevels(tuple(min(0.0, level) for level in stored), until, until)
+    stored = tuple(w.capacity for w in windows) if state.updated_at is None else state.levels
+    shortest = min(range(len(windows)), key=lambda index: windows[index].per_seconds)
+    held = tuple(min(0.0, level) if index == shortest else level for index, level in enumerate(stored))
+    return WindowLevels(held, until, until)
 
 
 def observe(

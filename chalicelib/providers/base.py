@@ -30,6 +30,9 @@ class DataTypeSpec:
     policy: PolicyDefaults = field(default_factory=PolicyDefaults)
     weight: int = 1
     """What one call for this data type costs against the provider's rate windows (Binance request weight)."""
+    incremental: bool = True
+    """The provider honours ``FetchRequest.since``. ``False``: every pass lists everything, so every pass
+    is a full one (upstream deletions are seen at once instead of at the periodic full pass)."""
     complete_listing: bool = True
     """A full pass lists every record, so records it did not see were deleted upstream. ``False`` for
     listings that only reach back so far (time windows): their full pass never sweeps."""

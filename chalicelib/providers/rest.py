@@ -594,6 +594,7 @@ class RestProvider:
                 type_name,
                 spec.policy,
                 weight=spec.weight,
+                incremental=config.incremental is not None or isinstance(config.pagination, paging.TimeWindow),
                 complete_listing=not isinstance(config.pagination, paging.TimeWindow),
             )
             for type_name, spec in config.data_types.items()

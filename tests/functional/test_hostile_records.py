@@ -100,3 +100,34 @@ def test_the_incremental_watermark_is_capped_at_the_pass_start_minus_the_lookbac
     state = harness.container.store.get_state(DatasetKey("u1", "c1", "notes"))
     assert state is not None and state.watermark is not None
     assert from_iso(state.watermark) == harness_clock_start - 300
+
+
+class ListsEverything(ScriptedProvider):
+    """A provider that ignores ``since`` (no incremental filter): it always lists every record."""
+
+    def data_types(self) -> Mapping[str, DataTypeSpec]:
+        return {"notes": DataTypeSpec("notes", POLICY, incremental=False)}
+
+
+def test_a_provider_without_an_incremental_filter_sees_upstream_deletions_on_the_next_pass(
+    make_harness: Any,
+) -> None:
+    # Given a provider that lists two records, then only one of them (the other deleted upstream)
+    provider = ListsEverything(
+        [
+            Page(records=[UpstreamRecord("a", {"n": 1}, updated_at="2025-01-01T00:00:00Z"), UpstreamRecord("b", {})]),
+            Page(records=[UpstreamRecord("a", {"n": 1}, updated_at="2025-01-01T00:00:00Z")]),
+        ]
+    )
+    harness = make_harness(registry=ProviderRegistry({"scripted": provider}))
+    assert harness.put_connection(provider="scripted", credentials={"k": "v"}).status_code == 201
+    assert harness.read(DATA).status_code == 200
+
+    # When the second pass runs (a forced read, well before the daily full pass)
+    second = harness.read(DATA + "?force_refresh=true")
+
+    # Then it was asked without a watermark and the vanished record is gone at once
+    assert second.status_code == 200, second.body
+    assert provider.requests[1].since is None
+    assert [r["id"] for r in body(second)["data"]] == ["a"]
+    assert body(second)["metadata"]["sync"]["deleted"] == 1

@@ -454,10 +454,11 @@ def test_over_a_long_run_the_tightest_window_sets_the_pace() -> None:
 
 
 def test_remaining_lowers_the_level_so_workers_slow_down_before_a_429() -> None:
-    # Given a full minute window and a provider that says 3 are left, the minute resetting in 2 s
-    headers = {"x-ratelimit-remaining": "3", "x-ratelimit-reset": "2"}
-    # Then the window may hold at most 3 minus what it refills in those 2 s
-    assert provider_level(WHOOP_MINUTE, headers, T0) == pytest.approx(3 - 2 * 1.5)
+    # Given a full minute window and a provider that says 3 are left, the minute resetting in 20 s
+    headers = {"x-ratelimit-remaining": "3", "x-ratelimit-reset": "20"}
+    # Then the window may hold at most 3; the reset is not charged against a positive count
+    # (on a sliding window it means "whole again", and would stall a fleet within its limit)
+    assert provider_level(WHOOP_MINUTE, headers, T0) == 3.0
 
 
 def test_remaining_without_a_reset_header_is_taken_as_is() -> None:
@@ -563,20 +564,31 @@ def test_feedback_that_could_not_lower_any_window_needs_no_read() -> None:
 # --- rate windows: a provider's hold ------------------------------------------------------------------
 
 
-def test_a_hold_empties_every_window_until_it_ends() -> None:
+def test_a_hold_stops_every_call_and_empties_the_shortest_window() -> None:
     # Given room everywhere, then a Retry-After of 30 s
     held = hold_all(WHOOP, state(8.0, 700.0), T0 + 30)
-    assert held == WindowLevels((0.0, 0.0), T0 + 30, T0 + 30)
-    # Then nothing goes before it ends; after it, the slowest window's first token
+    # Then the minute window restarts empty and the day window keeps its level, frozen until then
+    assert held == WindowLevels((0.0, 700.0), T0 + 30, T0 + 30)
+    # And nothing goes before it ends; after it, the minute window's first token
     during = take_weight(WHOOP, held, T0 + 10)
     assert during.granted is False
-    assert during.retry_after_seconds == pytest.approx(20 + 86_400 / 9_000)
-    assert levels_at(WHOOP, held, T0 + 29) == (0.0, 0.0)
+    assert during.retry_after_seconds == pytest.approx(20 + 1 / 1.5)
+    assert levels_at(WHOOP, held, T0 + 29) == (0.0, 700.0)
+
+
+def test_a_minutes_429_does_not_leave_the_day_window_refilling_at_a_days_pace() -> None:
+    # Given a 429 that held the provider for 5 s with most of the day's quota left
+    held = hold_all(WHOOP, state(3.0, 5_000.0), T0 + 5)
+    assert held is not None
+    # When the hold is over and the minute window has refilled one token
+    result = take_weight(WHOOP, held, T0 + 5 + 1 / 1.5)
+    # Then the call goes (the day window was not emptied)
+    assert result.granted is True
 
 
 def test_a_hold_keeps_a_debt_the_provider_reported() -> None:
     held = hold_all(WHOOP, state(-6.0, 50.0), T0 + 5)
-    assert held is not None and held.levels == (-6.0, 0.0)
+    assert held is not None and held.levels == (-6.0, 50.0)
 
 
 def test_a_shorter_hold_does_not_shorten_a_longer_one() -> None:
