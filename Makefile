@@ -16,8 +16,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 run: $(STAMP) ## the service on http://127.0.0.1:8000 with an embedded AWS endpoint, worker and demo user
 	$(BIN)/python -m local.run
 
-test: $(STAMP) ## the moto-backed test suite
-	$(BIN)/python -m pytest
+test: $(STAMP) ## lint, strict types, then the moto-backed test suite (what CI runs)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -n 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -26,7 +29,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-check: lint typecheck test ## everything CI should care about
+check: test ## everything CI cares about (test already lints and type-checks)
 
 bench: $(STAMP) ## prints the performance numbers quoted in the issue notes
 	$(BIN)/python -m bench.run

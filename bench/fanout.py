@@ -81,6 +81,23 @@ TICK_LIMITS = {"requests_per_second": 1000, "burst": 1000}
 # --- a rate-limited loopback upstream ------------------------------------------------------------------
 
 
+class JsonHandler(BaseHTTPRequestHandler):
+    """The loopback upstreams' shared answer: a JSON body with its length, and no access log."""
+
+    def _answer(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
 class RateLimitedUpstream:
     """``GET /items`` on 127.0.0.1: its own token bucket (capacity R, R per second, full at start);
     429 with ``Retry-After: 1`` when empty, else 200 with one page of records."""
@@ -97,7 +114,7 @@ class RateLimitedUpstream:
         """(time.monotonic(), status) of every request."""
         upstream = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
                 if self.path.split("?", 1)[0] != "/items":
                     self._answer(404, {"error": "not found"})
@@ -111,19 +128,6 @@ class RateLimitedUpstream:
                     for k in range(upstream.records_per_page)
                 ]
                 self._answer(200, {"items": items, "next": None})
-
-            def _answer(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True

@@ -28,7 +28,6 @@ from local.offline import use_in_process_aws
 
 use_in_process_aws()  # before boto3 is imported anywhere
 
-import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
 import threading  # noqa: E402
@@ -39,7 +38,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass, field, replace  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
+from http.server import ThreadingHTTPServer  # noqa: E402
 from types import TracebackType  # noqa: E402
 from typing import Any, cast  # noqa: E402
 from urllib.parse import parse_qs, urlsplit  # noqa: E402
@@ -48,7 +47,7 @@ import boto3  # noqa: E402
 
 from app import sync_schedule  # noqa: E402
 from bench.calls import AWS_CALLS  # noqa: E402
-from bench.fanout import REGION, LambdaContext, LogTally, fresh_aws, queue_depth  # noqa: E402
+from bench.fanout import REGION, JsonHandler, LambdaContext, LogTally, fresh_aws, queue_depth  # noqa: E402
 from bench.report import Table, ops_text  # noqa: E402
 from chalicelib.config import Settings  # noqa: E402
 from chalicelib.container import Container, build_container, set_container  # noqa: E402
@@ -173,7 +172,7 @@ class WhoopLikeUpstream:
         self.arrivals: list[Arrival] = []
         upstream = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
                 path = urlsplit(self.path).path
                 if not path.startswith(API_PREFIX + "/"):
@@ -194,19 +193,6 @@ class WhoopLikeUpstream:
                     time.sleep(upstream.token_delay_seconds)
                 status, body = upstream._token({name: values[0] for name, values in form.items() if values})
                 self._answer(status, body, {"Cache-Control": "no-store"})
-
-            def _answer(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True

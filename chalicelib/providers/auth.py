@@ -52,6 +52,7 @@ import requests
 from chalicelib.config import ConfigurationError
 from chalicelib.errors import ValidationError
 from chalicelib.providers.base import ProviderAuthError, ProviderError, TokenClient
+from chalicelib.providers.http import header_safe
 from chalicelib.providers.oauth2 import (
     DEFAULT_REFRESH_SKEW_SECONDS,
     OAuth2Config,
@@ -122,14 +123,6 @@ def _credential_text(value: Any) -> str | None:
     if isinstance(value, int | float) and math.isfinite(value):
         return str(value)
     return None
-
-
-def _header_safe(value: str) -> bool:
-    try:
-        value.encode("latin-1")
-    except UnicodeEncodeError:
-        return False
-    return not any(character in value for character in "\r\n\x00")
 
 
 def _hmac_sha256(key: str, message: bytes) -> bytes:
@@ -267,7 +260,7 @@ class _Credentials:
             raise ValidationError(
                 f"provider {self.provider!r} needs credential(s) {', '.join(missing)} (non-empty string or number)"
             )
-        broken = [name for name in self.in_headers if not _header_safe(str(_credential_text(credentials.get(name))))]
+        broken = [name for name in self.in_headers if not header_safe(str(_credential_text(credentials.get(name))))]
         if broken:
             raise ValidationError(
                 f"provider {self.provider!r}: credential(s) {', '.join(broken)} must be printable Latin-1 text "
@@ -281,7 +274,7 @@ class _Credentials:
         if missing:
             raise ProviderAuthError(f"provider {self.provider!r}: connection lacks credential(s) {', '.join(missing)}")
         texts = {name: value for name, value in values.items() if value is not None}
-        broken = [name for name in self.in_headers if not _header_safe(texts[name])]
+        broken = [name for name in self.in_headers if not header_safe(texts[name])]
         if broken:
             raise ProviderAuthError(
                 f"provider {self.provider!r}: credential(s) {', '.join(broken)} cannot be sent in an HTTP header"
@@ -312,7 +305,7 @@ class HeaderAuth:
     def apply(self, request: OutgoingRequest, credentials: Mapping[str, Any], now: float) -> OutgoingRequest:
         values = self._credentials.values(credentials)
         rendered = self.template.format_map(values)
-        if not _header_safe(rendered):
+        if not header_safe(rendered):
             raise ProviderAuthError(f"provider {self.provider!r}: the auth header cannot carry the credentials")
         return _with_auth(request, {self.header: rendered})
 
@@ -344,7 +337,7 @@ class OAuth2Auth:
         access_token = _credential_text(credentials.get("access_token"))
         if access_token is None:
             raise ProviderAuthError(f"provider {self.provider!r}: connection has no access_token (refresh first)")
-        if not _header_safe(access_token):
+        if not header_safe(access_token):
             raise ProviderAuthError(f"provider {self.provider!r}: the access_token cannot be sent in an HTTP header")
         return _with_auth(request, {DEFAULT_AUTH_HEADER: f"Bearer {access_token}"})
 

@@ -44,6 +44,15 @@ class HttpAnswer:
         return self.headers.get(name.lower())
 
 
+def header_safe(value: str) -> bool:
+    """Can this text go in an HTTP header as it is: Latin-1, no line break, no NUL (no header injection)."""
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return not any(character in value for character in "\r\n\x00")
+
+
 def _bounded_headers(raw: Mapping[str, str]) -> dict[str, str]:
     headers: dict[str, str] = {}
     for name, value in raw.items():

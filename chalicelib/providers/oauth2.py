@@ -35,7 +35,7 @@ from chalicelib.providers.base import (
     ProviderRateLimitError,
     TokenGrant,
 )
-from chalicelib.providers.http import HttpAnswer, send
+from chalicelib.providers.http import HttpAnswer, header_safe, send
 from chalicelib.retry import parse_retry_after
 
 DEFAULT_REFRESH_SKEW_SECONDS = 300.0
@@ -98,14 +98,6 @@ def _usable_text(value: Any) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
-def _header_safe(value: str) -> bool:
-    try:
-        value.encode("latin-1")
-    except UnicodeEncodeError:
-        return False
-    return not any(character in value for character in "\r\n\x00")
-
-
 def needs_refresh(credentials: Mapping[str, Any], now: float, skew_seconds: float) -> bool:
     """No usable access token, or one that expires within ``skew_seconds`` of ``now``.
 
@@ -157,7 +149,7 @@ def grant_from_answer(body: Any, now: float, where: str) -> TokenGrant:
         if code in GRANT_REFUSALS:
             raise ProviderGrantError(f"{where}: the refresh token was refused (OAuth error {code!r})")
         raise ProviderError(f"{where}: the token answer has no access_token", retryable=False)
-    if not _header_safe(access_token):
+    if not header_safe(access_token):
         raise ProviderError(f"{where}: the new access token cannot be sent in an HTTP header", retryable=False)
     refresh_token = _usable_text(body.get("refresh_token"))
     expires_in = _expires_in(body.get("expires_in"))

@@ -23,6 +23,11 @@ Top-level keys
 - ``incremental`` (unset = ``since`` is ignored, every run is a full pull):
   ``{"request_param": ...}`` sends the last run's watermark (the newest ``updated_at_field``
   seen) on every call. Not with ``time_window``, which starts its first window at the watermark.
+  For an API that filters by *event* time only (WHOOP's ``start``), add
+  ``"event_time_lookback_seconds": N`` (and ``"time_format"``: ``iso8601`` by default, or
+  ``epoch_ms`` / ``epoch_seconds``): an incremental run then asks for everything that happened
+  in the last N seconds, catching records edited (re-scored) within that span; the periodic
+  full pass catches older edits and deletions.
 - ``default_headers`` (``{"Accept": "application/json"}``): merged over that default; must
   not set ``Authorization`` (nor ``auth.header``) when ``auth`` is given.
 - ``rate_limit_reset_header`` (unset): the provider's own "when may I call again" header
@@ -158,7 +163,7 @@ _PAGINATION_KEYS: Mapping[str, frozenset[str]] = {
         }
     ),
 }
-_INCREMENTAL_KEYS = frozenset({"request_param"})
+_INCREMENTAL_KEYS = frozenset({"request_param", "event_time_lookback_seconds", "time_format"})
 _DATA_TYPE_KEYS = frozenset(
     {
         "path",
@@ -186,6 +191,9 @@ Query = tuple[tuple[str, str], ...]
 @dataclass(frozen=True)
 class IncrementalConfig:
     request_param: str
+    event_time_lookback_seconds: int | None = None
+    """Set for event-time filters: send ``now - lookback`` instead of the watermark."""
+    time_format: str = paging.ISO8601
 
 
 @dataclass(frozen=True)
@@ -374,7 +382,19 @@ class _ConfigReader:
         if value is None:
             return None
         raw = self.mapping(value, "incremental", _INCREMENTAL_KEYS)
-        return IncrementalConfig(request_param=self.text(raw.get("request_param"), "incremental.request_param"))
+        lookback = raw.get("event_time_lookback_seconds")
+        if lookback is not None:
+            lookback = self.integer(lookback, "incremental.event_time_lookback_seconds", minimum=60)
+        time_format = raw.get("time_format", paging.ISO8601)
+        if time_format not in (paging.ISO8601, paging.EPOCH_MS, paging.EPOCH_SECONDS):
+            raise self.fail("incremental.time_format", "must be iso8601, epoch_ms or epoch_seconds")
+        if "time_format" in raw and lookback is None:
+            raise self.fail("incremental.time_format", "only goes with event_time_lookback_seconds")
+        return IncrementalConfig(
+            request_param=self.text(raw.get("request_param"), "incremental.request_param"),
+            event_time_lookback_seconds=lookback,
+            time_format=time_format,
+        )
 
     def headers(self, value: Any) -> dict[str, str]:
         headers = dict(DEFAULT_HEADERS)
@@ -730,8 +750,13 @@ class RestProvider:
         if config.page_size_param is not None and config.page_size is not None:
             query.append((config.page_size_param, str(config.page_size)))
         query.extend(plan.params)
-        if config.incremental is not None and request.since is not None:
-            query.append((config.incremental.request_param, request.since))
+        incremental = config.incremental
+        if incremental is not None and request.since is not None:
+            if incremental.event_time_lookback_seconds is None:
+                query.append((incremental.request_param, request.since))
+            else:
+                start_ms = int((request.now_epoch - incremental.event_time_lookback_seconds) * 1000)
+                query.append((incremental.request_param, paging.format_instant(start_ms, incremental.time_format)))
         return tuple(query)
 
     # -- HTTP

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -147,7 +148,9 @@ def test_each_data_type_reads_its_v2_collection(
     assert record_ids(body(read)) == ids
 
 
-def test_no_sync_sends_a_time_filter_and_the_daily_full_pass_removes_deleted_records(whoop: Harness) -> None:
+def test_later_syncs_ask_for_the_last_three_days_and_the_daily_full_pass_removes_deleted_records(
+    whoop: Harness,
+) -> None:
     # Given a cached workout list of two (and a token that outlives the test)
     connect(whoop, expires_in=3 * 86_400)
     workouts = fixture("workout_page1.json")["records"]
@@ -158,8 +161,11 @@ def test_no_sync_sends_a_time_filter_and_the_daily_full_pass_removes_deleted_rec
     # When it is read again past max staleness (1 h), WHOOP listing the same two
     whoop.clock.advance(3601)
     with responses.RequestsMock(assert_all_requests_are_fired=True) as api:
-        # Then the call carries no `start`: WHOOP filters by when a workout happened, not when it changed
-        api.get(f"{API}/activity/workout", match=only_limit, json={"records": workouts})
+        # Then the call asks for what happened in the last three days: WHOOP's `start` filters by event
+        # time, not by modification, so a fixed look-back (not the watermark) catches late re-scoring
+        three_days_ago = datetime.fromtimestamp(whoop.clock.now() - 259_200, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        recent = [matchers.query_param_matcher({"limit": "25", "start": three_days_ago})]
+        api.get(f"{API}/activity/workout", match=recent, json={"records": workouts})
         assert whoop.read(DATA.format("workout")).status_code == 200
     # When, a day later, WHOOP lists only one of them (the other was deleted)
     whoop.clock.advance(86_400)

@@ -395,6 +395,46 @@ def test_incremental_since_is_sent_as_the_configured_param(mocked: responses.Req
     assert _sent_params(mocked, 0)["start"] == "2024-01-01T00:00:00Z"
 
 
+def test_an_event_time_filter_asks_for_a_fixed_look_back_instead_of_the_watermark(
+    mocked: responses.RequestsMock,
+) -> None:
+    # Given an API whose "start" filters by when a record happened (WHOOP), with a three-day look-back
+    provider = _provider(incremental={"request_param": "start", "event_time_lookback_seconds": 259_200})
+    mocked.get(
+        f"{BASE}/recovery",
+        json={"records": []},
+        match=[responses.matchers.query_param_matcher({"limit": "25", "start": "2023-11-11T22:13:20.000Z"})],
+    )
+
+    # When an incremental fetch runs at 2023-11-14T22:13:20Z with a watermark from long ago
+    provider.fetch_page(_request(since="2020-01-01T00:00:00Z", now_epoch=1_700_000_000.0))
+
+    # Then it asked for the last three days, not for everything since the watermark
+    assert _sent_params(mocked, 0)["start"] == "2023-11-11T22:13:20.000Z"
+
+
+def test_a_full_pass_sends_no_event_time_filter(mocked: responses.RequestsMock) -> None:
+    # Given the same provider, on a full pass (no watermark)
+    provider = _provider(incremental={"request_param": "start", "event_time_lookback_seconds": 259_200})
+    mocked.get(f"{BASE}/recovery", json={"records": []})
+    provider.fetch_page(_request(since=None))
+    # Then nothing filters the listing
+    assert "start" not in _sent_params(mocked, 0)
+
+
+@pytest.mark.parametrize(
+    ("incremental", "fragment"),
+    [
+        ({"request_param": "start", "event_time_lookback_seconds": 10}, "event_time_lookback_seconds"),
+        ({"request_param": "start", "event_time_lookback_seconds": 600, "time_format": "rfc822"}, "time_format"),
+        ({"request_param": "start", "time_format": "epoch_ms"}, "time_format"),
+    ],
+)
+def test_event_time_lookback_is_validated(incremental: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ConfigurationError, match=fragment):
+        _provider(incremental=incremental)
+
+
 def test_since_is_ignored_without_incremental_config(mocked: responses.RequestsMock) -> None:
     # Given a provider without incremental support
     mocked.get(f"{BASE}/recovery", json={"records": []})
