@@ -21,6 +21,7 @@ from chalicelib.reads import DatasetReader, PolicyResolver
 from chalicelib.services import ConnectionService, ManualSyncService, StatusService, WorkerService
 from chalicelib.store import DynamoStore
 from chalicelib.token_refresh import CredentialKeeper
+from chalicelib.webhooks import WebhookReceiver
 
 
 @dataclass
@@ -43,6 +44,8 @@ class Container:
     vault: CredentialVault
     credentials: CredentialKeeper
     """The engine's credentials port: opens sealed credentials, refreshes OAuth2 tokens once across instances."""
+    webhooks: WebhookReceiver
+    """Inbound provider webhooks; each provider's webhook configuration is validated on its first use."""
 
 
 def build_container(
@@ -85,6 +88,7 @@ def build_container(
         operator=OperatorService(fanout, guard, store, registry, clock, settings),
         vault=vault,
         credentials=credentials,
+        webhooks=WebhookReceiver(registry, store, policies, coordinator, clock),
     )
 
 

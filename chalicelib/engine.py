@@ -575,9 +575,10 @@ class SyncEngine:
     @staticmethod
     def _advance(checkpoint: Checkpoint, page: Page) -> Checkpoint:
         newest = checkpoint.max_updated_at
-        for record in page.records:
-            if record.updated_at and (newest is None or record.updated_at > newest):
-                newest = record.updated_at
+        stamps = [record.updated_at for record in page.records]
+        for stamp in [*stamps, page.covered_until]:
+            if stamp and (newest is None or stamp > newest):
+                newest = stamp
         if page.next_page_token is not None and page.next_page_token == checkpoint.page_token:
             raise ProviderError("provider returned the same page token twice", retryable=False)
         return Checkpoint(

@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import threading
-
 from chalice.app import Blueprint, Request, Response
 
 from chalicelib.api.http import JSON_HEADERS, endpoint
 from chalicelib.container import Container
-from chalicelib.webhooks import ACCEPTED, WebhookReceiver
+from chalicelib.webhooks import ACCEPTED
 
 webhook_api = Blueprint(__name__)
 # Providers post JSON; some label it loosely. The body is verified byte for byte whatever the label.
 _BODY_TYPES = ["application/json", "text/plain"]
-
-_receiver: tuple[Container, WebhookReceiver] | None = None
-_building = threading.Lock()
-
-
-def receiver_for(container: Container) -> WebhookReceiver:
-    """One receiver per container, so each provider's webhook configuration is validated once."""
-    global _receiver
-    with _building:
-        if _receiver is None or _receiver[0] is not container:
-            receiver = WebhookReceiver(
-                container.registry, container.store, container.policies, container.coordinator, container.clock
-            )
-            _receiver = (container, receiver)
-        return _receiver[1]
 
 
 @webhook_api.route("/webhooks/{provider}", methods=["POST"], content_types=_BODY_TYPES)
@@ -36,5 +19,5 @@ def receive_webhook(container: Container, request: Request, provider: str) -> Re
     # The HMAC covers the exact bytes the provider sent: never re-serialise the parsed JSON.
     raw = request.raw_body or b""
     body = raw.encode("utf-8") if isinstance(raw, str) else raw
-    receiver_for(container).receive(provider, request.headers, body)
+    container.webhooks.receive(provider, request.headers, body)
     return Response(body=dict(ACCEPTED), status_code=202, headers=JSON_HEADERS)

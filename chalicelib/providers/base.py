@@ -76,6 +76,10 @@ class Page:
     """Records the provider could not use (counted in the run and shown in the read's metadata)."""
     response_headers: Mapping[str, str] = field(default_factory=dict)
     """The answer's headers, lower-cased names (rate-limit feedback such as ``x-ratelimit-remaining``)."""
+    covered_until: str | None = None
+    """On a pass's last page: the listing is complete up to this stamp (in ``updated_at``'s format), records
+    or not. A time-window pass sets it to its last window's end, so the next pass starts there rather than
+    walking its whole look-back again when nothing happened."""
 
 
 @dataclass(frozen=True)

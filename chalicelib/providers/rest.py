@@ -668,7 +668,7 @@ class RestProvider:
         except PaginationError as exc:
             raise ProviderError(f"{where}: {exc}", retryable=False) from None
         if plan.exhausted:
-            return Page(records=[], next_page_token=None)
+            return Page(records=[], next_page_token=None, covered_until=self._covered_until(plan))
 
         if plan.target is not None:
             path, query = paging.split_target(plan.target)
@@ -705,7 +705,20 @@ class RestProvider:
             )
         except PaginationError as exc:
             raise self._with_headers(ProviderError(f"{where}: {exc}", retryable=False), answer) from None
-        return Page(records=records, next_page_token=next_token, skipped=skipped, response_headers=answer.headers)
+        return Page(
+            records=records,
+            next_page_token=next_token,
+            skipped=skipped,
+            response_headers=answer.headers,
+            covered_until=self._covered_until(plan) if next_token is None else None,
+        )
+
+    def _covered_until(self, plan: paging.PagePlan) -> str | None:
+        """A time-window pass that ended has listed everything up to its last window's end."""
+        pagination = self.config.pagination
+        if not isinstance(pagination, paging.TimeWindow) or plan.window is None:
+            return None
+        return paging.format_instant(plan.window.end_ms, pagination.time_format)
 
     # -- extension points
 

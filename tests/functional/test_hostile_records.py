@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import responses
 
 from chalicelib.clock import FakeClock, from_iso, to_iso
 from chalicelib.domain import DatasetKey
-from chalicelib.providers import ProviderRegistry
+from chalicelib.providers import ProviderRegistry, registry_from_config
 from chalicelib.providers.base import (
     DataTypeSpec,
     FetchRequest,
@@ -131,3 +134,47 @@ def test_a_provider_without_an_incremental_filter_sees_upstream_deletions_on_the
     assert provider.requests[1].since is None
     assert [r["id"] for r in body(second)["data"]] == ["a"]
     assert body(second)["metadata"]["sync"]["deleted"] == 1
+
+
+def test_a_time_window_pass_without_records_still_moves_the_next_start_forward(make_harness: Any) -> None:
+    # Given a trades-like API listed in day windows over a three-day look-back, with no trades at all
+    config = {
+        "trades": {
+            "type": "rest",
+            "base_url": "https://api.example.test",
+            "pagination": {
+                "kind": "time_window",
+                "start_param": "startTime",
+                "end_param": "endTime",
+                "window_seconds": 86_400,
+                "time_format": "epoch_ms",
+                "initial_lookback_seconds": 3 * 86_400,
+            },
+            "data_types": {
+                "fills": {
+                    "path": "/fills",
+                    "id_field": "id",
+                    "updated_at_field": "time",
+                    "policy": {"cooldown_seconds": 60, "max_staleness_seconds": 600},
+                }
+            },
+        }
+    }
+    harness = make_harness(registry=registry_from_config(config))
+    assert harness.put_connection(connection_id="t1", provider="trades", credentials={}).status_code == 201
+    first_pass_at = harness.clock.now()
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as api:
+        walk = api.get("https://api.example.test/fills", json=[])
+        assert harness.read("/users/u1/connections/t1/data/fills").status_code == 200
+    assert walk.call_count == 3  # the whole look-back, one call a day
+
+    # When the next pass runs ten minutes later
+    harness.clock.advance(600)
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as api:
+        recent = api.get("https://api.example.test/fills", json=[])
+        assert harness.read("/users/u1/connections/t1/data/fills").status_code == 200
+
+    # Then it starts where the last pass's listing ended (less the look-back margin), in one call
+    assert recent.call_count == 1
+    sent = parse_qs(urlsplit(recent.calls[0].request.url or "").query)
+    assert sent["startTime"] == [str(int((first_pass_at - 300) * 1000))]

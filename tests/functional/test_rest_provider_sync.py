@@ -307,11 +307,12 @@ def test_time_windows_walk_the_lookback_then_resume_from_the_watermark(make_harn
     # Given, two hours later, one new trade
     harness.clock.advance(7200)
     later_ms = int(harness.clock.now() * 1000)
-    watermark = now_ms - 3_600_000
+    # The first pass listed everything up to its end: the next one starts there, less the 5-minute look-back
+    watermark = now_ms - 300_000
     with responses.RequestsMock(assert_all_requests_are_fired=True) as api:
         api.get(url, match=window(watermark, later_ms), json=[trade(5, later_ms - 60_000)])
         # When the expired dataset is read again
         second = json.loads(harness.read("/users/u1/connections/ex1/data/trades").body)
-    # Then one window from the newest trade seen to now was enough
+    # Then one window from where the last listing ended to now was enough
     assert second["metadata"]["sync"]["inserted"] == 1
     assert sorted(r["id"] for r in second["data"]) == ["1", "2", "3", "4", "5"]
