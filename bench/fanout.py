@@ -98,6 +98,14 @@ class JsonHandler(BaseHTTPRequestHandler):
         return
 
 
+def serve_in_thread(handler: type[JsonHandler], name: str) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """A loopback server on a free port and the (not yet started) thread that serves it."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name=name, daemon=True)
+    return server, thread
+
+
 class RateLimitedUpstream:
     """``GET /items`` on 127.0.0.1: its own token bucket (capacity R, R per second, full at start);
     429 with ``Retry-After: 1`` when empty, else 200 with one page of records."""
@@ -129,11 +137,7 @@ class RateLimitedUpstream:
                 ]
                 self._answer(200, {"items": items, "next": None})
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="bench-upstream", daemon=True
-        )
+        self._server, self._thread = serve_in_thread(Handler, "bench-upstream")
 
     @property
     def base_url(self) -> str:

@@ -38,7 +38,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass, field, replace  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
-from http.server import ThreadingHTTPServer  # noqa: E402
 from types import TracebackType  # noqa: E402
 from typing import Any, cast  # noqa: E402
 from urllib.parse import parse_qs, urlsplit  # noqa: E402
@@ -47,7 +46,15 @@ import boto3  # noqa: E402
 
 from app import sync_schedule  # noqa: E402
 from bench.calls import AWS_CALLS  # noqa: E402
-from bench.fanout import REGION, JsonHandler, LambdaContext, LogTally, fresh_aws, queue_depth  # noqa: E402
+from bench.fanout import (  # noqa: E402
+    REGION,
+    JsonHandler,
+    LambdaContext,
+    LogTally,
+    fresh_aws,
+    queue_depth,
+    serve_in_thread,
+)
 from bench.report import Table, ops_text  # noqa: E402
 from chalicelib.config import Settings  # noqa: E402
 from chalicelib.container import Container, build_container, set_container  # noqa: E402
@@ -194,11 +201,7 @@ class WhoopLikeUpstream:
                 status, body = upstream._token({name: values[0] for name, values in form.items() if values})
                 self._answer(status, body, {"Cache-Control": "no-store"})
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="bench-whoop", daemon=True
-        )
+        self._server, self._thread = serve_in_thread(Handler, "bench-whoop")
 
     @property
     def origin(self) -> str:

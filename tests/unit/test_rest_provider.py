@@ -142,6 +142,13 @@ def test_from_config_applies_defaults_for_optional_keys() -> None:
     assert (spec.records_path, spec.id_field, spec.updated_at_field, spec.deleted_field) == ("", "id", None, None)
 
 
+def _assert_refused(config: Mapping[str, Any], fragment: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        RestProvider.from_config("whoop", config)
+    assert "'whoop'" in str(caught.value)
+    assert fragment in str(caught.value)
+
+
 def _without(config: dict[str, Any], key: str) -> dict[str, Any]:
     config.pop(key)
     return config
@@ -192,13 +199,8 @@ def _with_type(**spec: Any) -> dict[str, Any]:
 )
 def test_from_config_rejects_invalid_configuration(config: Mapping[str, Any], fragment: str) -> None:
     # Given an invalid provider entry
-    # When the provider is built
-    with pytest.raises(ConfigurationError) as caught:
-        RestProvider.from_config("whoop", config)
-
-    # Then the error names the provider and the offending key
-    assert "'whoop'" in str(caught.value)
-    assert fragment in str(caught.value)
+    # When the provider is built, then the error names the provider and the offending key
+    _assert_refused(config, fragment)
 
 
 def test_example_providers_file_builds_a_registry() -> None:
@@ -900,13 +902,8 @@ def test_max_response_bytes_defaults_to_the_http_layer_default() -> None:
 )
 def test_from_config_rejects_invalid_new_keys(config: Mapping[str, Any], fragment: str) -> None:
     # Given an invalid use of a new key
-    # When the provider is built
-    with pytest.raises(ConfigurationError) as caught:
-        RestProvider.from_config("whoop", config)
-
-    # Then the error names the provider and the offending key
-    assert "'whoop'" in str(caught.value)
-    assert fragment in str(caught.value)
+    # When the provider is built, then the error names the provider and the offending key
+    _assert_refused(config, fragment)
 
 
 def test_legacy_pagination_without_kind_is_a_body_cursor() -> None:
