@@ -23,7 +23,6 @@ use_in_process_aws()  # before boto3 is imported anywhere
 
 import json  # noqa: E402
 import logging  # noqa: E402
-import math  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from collections import Counter  # noqa: E402
@@ -38,7 +37,6 @@ from typing import Any, cast  # noqa: E402
 import boto3  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
-import chalicelib.fanout as fanout_module  # noqa: E402
 from app import JOB_QUEUE_NAME, sync_worker  # noqa: E402
 from bench.calls import AWS_CALLS  # noqa: E402
 from bench.report import Table, ops_text  # noqa: E402
@@ -47,8 +45,9 @@ from chalicelib.config import DEFAULT_PROVIDERS_FILE, Settings  # noqa: E402
 from chalicelib.container import build_container, set_container  # noqa: E402
 from chalicelib.domain import DatasetKey  # noqa: E402
 from chalicelib.models import STATE_SORT_KEY, DatasetItem, StateItem, create_tables  # noqa: E402
-from chalicelib.providers import DEFAULT_LIMITS, ProviderRegistry, registry_from_config  # noqa: E402
-from chalicelib.schedule import TICK_INTERVAL_SECONDS, schedule_shard  # noqa: E402
+from chalicelib.providers import DEFAULT_LIMITS, ProviderLimits, ProviderRegistry, parse_limits, registry_from_config  # noqa: E402
+from chalicelib.schedule import TICK_INTERVAL_SECONDS, jobs_allowed, quota_credit, schedule_shard  # noqa: E402
+from chalicelib.schedule import tick_quota as planner_tick_quota  # noqa: E402
 from local.run import sqs_lambda_event  # noqa: E402
 
 REGION = "us-east-1"
@@ -462,7 +461,8 @@ def bench_fanout(
     steady_rate = (len(steady) - 1) / (steady[-1] - steady[0]) if len(steady) > 1 else 0.0
 
     table.add("setup: connections created (ConnectionService.put)", f"{connections} in {setup_seconds:.1f}s")
-    table.add("tick quota at this rate: ceil(R x tick interval x 1.5)", tick_quota(base_settings, rate))
+    service_limits = parse_limits("bench", {"requests_per_second": rate, "burst": burst})
+    table.add("tick quota at this rate (the tick's planner, first tick)", tick_quota(base_settings, service_limits))
     for offset, summary in ticks:
         table.add(
             f"tick at +{offset:.0f}s: due / queued / skipped",
@@ -561,10 +561,12 @@ def tick_interval(settings: Settings) -> float:
     return float(getattr(settings, "tick_interval_seconds", TICK_INTERVAL_SECONDS))
 
 
-def tick_quota(settings: Settings, requests_per_second: float) -> int:
-    """What ``FanOut._gates`` lets one tick queue per provider."""
-    headroom = float(getattr(fanout_module, "_QUOTA_HEADROOM", 1.5))
-    return max(1, math.ceil(requests_per_second * tick_interval(settings) * headroom))
+def tick_quota(settings: Settings, limits: ProviderLimits) -> int:
+    """What the tick's own planner lets a first tick queue for one provider (its quota and carried credit)."""
+    quota = planner_tick_quota(
+        limits.windows, tick_interval_seconds=tick_interval(settings), weight_per_sync=limits.calls_per_sync
+    )
+    return jobs_allowed(quota_credit(quota.per_tick, None, 1.0))
 
 
 def seed_due_datasets(count: int, now: float) -> None:
@@ -608,7 +610,7 @@ def bench_tick(base_settings: Settings, results: dict[str, Any], *, datasets: in
         messages = queue_depth(sqs, queue_url)["visible"]
     total = calls.total
     per_dataset = total / datasets
-    quota = tick_quota(base_settings, rps)
+    quota = tick_quota(base_settings, parse_limits("demo", TICK_LIMITS))
     table.add("seeding the state items (BatchWriteItem, not measured) (s)", f"{seed_seconds:.1f}")
     table.add(
         "provider limits for this benchmark",
@@ -617,8 +619,8 @@ def bench_tick(base_settings: Settings, results: dict[str, Any], *, datasets: in
     )
     table.add(
         "  (with the default limits)",
-        f"requests_per_second={DEFAULT_LIMITS.requests_per_second:g} -> quota "
-        f"{tick_quota(base_settings, DEFAULT_LIMITS.requests_per_second)} jobs per tick per provider",
+        f"{DEFAULT_LIMITS.windows[0].describe()} -> quota "
+        f"{tick_quota(base_settings, DEFAULT_LIMITS)} jobs per tick per provider",
     )
     table.add("tick: due / queued / skipped", f"{summary['due']} / {summary['queued']} / {summary['skipped'] or '-'}")
     table.add("jobs queued (messages on the queue)", messages, str(datasets))

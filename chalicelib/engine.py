@@ -33,7 +33,7 @@ from chalicelib.domain import (
     Trigger,
 )
 from chalicelib.errors import LeaseLostError
-from chalicelib.guard import ProviderGuard
+from chalicelib.guard import ProviderGuard, connection_scope_of
 from chalicelib.jobs import Job, JobQueue
 from chalicelib.logs import log_crash
 from chalicelib.policy import SyncPolicy, failure_backoff_seconds
@@ -172,7 +172,8 @@ class SyncEngine:
         settings: Settings,
         guard: ProviderGuard | None = None,
         random_unit: Callable[[], float] = random.random,
-        credentials: CredentialSource | None = None,
+        *,
+        credentials: CredentialSource,
     ) -> None:
         self._store = store
         self._registry = registry
@@ -213,7 +214,7 @@ class SyncEngine:
             provider=connection.provider,
             deadline=deadline,
             renew_at=self._clock.now() + self._renew_every,
-            connection_scope=f"{connection.user_id}#{connection.connection_id}",
+            connection_scope=connection_scope_of(connection.user_id, connection.connection_id),
         )
         try:
             admission = self._guard.admit(progress.provider, owner, self._clock.now())
@@ -394,8 +395,6 @@ class SyncEngine:
     def _open_credentials(
         self, connection: Connection, provider: Provider, progress: _Progress, *, rejected: bool
     ) -> Mapping[str, Any]:
-        if self._credentials is None:
-            raise ProviderAuthError(f"provider {progress.provider!r}: no credential store is configured")
         return self._credentials.credentials_for(connection, provider, deadline=progress.deadline, rejected=rejected)
 
     def _fetch(
@@ -575,8 +574,7 @@ class SyncEngine:
     @staticmethod
     def _advance(checkpoint: Checkpoint, page: Page) -> Checkpoint:
         newest = checkpoint.max_updated_at
-        stamps = [record.updated_at for record in page.records]
-        for stamp in [*stamps, page.covered_until]:
+        for stamp in [*(record.updated_at for record in page.records), page.covered_until]:
             if stamp and (newest is None or stamp > newest):
                 newest = stamp
         if page.next_page_token is not None and page.next_page_token == checkpoint.page_token:

@@ -211,7 +211,7 @@ class FanOut:
         credits: dict[str, float],
         now: float,
     ) -> dict[str, dict[str, Any]]:
-        intervals = self._schedule_intervals(candidates, now)
+        intervals = self._schedule_intervals(candidates)
         recorded: dict[str, dict[str, Any]] = {}
         for provider, quota in quotas.items():
             seen = plan.providers.get(provider)
@@ -232,15 +232,13 @@ class FanOut:
                 logger.info("%s", report["summary"])
         return recorded
 
-    def _schedule_intervals(self, candidates: Sequence[DueDataset], now: float) -> dict[str, float]:
+    def _schedule_intervals(self, candidates: Sequence[DueDataset]) -> dict[str, float]:
         """Per provider, the mean schedule interval of its due datasets (to say how much it stretches)."""
         every: dict[tuple[str, str], int | None] = {}
         sums: Counter[str] = Counter()
         counts: Counter[str] = Counter()
         for due in candidates:
             pair = (due.provider, due.key.data_type)
-            if due.next_sync_at > now:
-                continue
             if pair not in every:
                 try:
                     every[pair] = self._policies.policy(*pair).schedule_every_seconds

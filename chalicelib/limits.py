@@ -79,15 +79,6 @@ def take(bucket: Bucket, tokens: float | None, updated_at: float | None, now: fl
     return Take(False, level, held_for + max(0.0, 1.0 - level) / bucket.refill_per_second)
 
 
-def level_at(bucket: Bucket, tokens: float | None, updated_at: float | None, now: float) -> float:
-    """Tokens available at ``now`` (for status pages)."""
-    if tokens is None or updated_at is None:
-        return bucket.capacity
-    if updated_at > now:
-        return 0.0
-    return min(bucket.capacity, tokens + (now - updated_at) * bucket.refill_per_second)
-
-
 # --- rate windows -------------------------------------------------------------------------------
 
 
@@ -154,9 +145,6 @@ class RateWindow:
         if self.legacy:
             return f"{self.refill_per_second:g} requests/second"
         return f"{self.requests:,.0f} requests/{_per(self.per_seconds)}"
-
-    def feedback_headers(self) -> tuple[str, ...]:
-        return tuple(h for h in (self.remaining_header, self.used_header) if h)
 
 
 @dataclass(frozen=True)

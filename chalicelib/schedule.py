@@ -133,7 +133,7 @@ def plan_tick(
             # dataset's interval stretches by the same factor instead of some never being synced.
             view = seen.setdefault(due.provider, ProviderTick())
             view.due += 1
-            limit = 1 if gate.probe_only else gate.max_jobs
+            limit = gate.max_jobs
             counter = _quota_counter(due, gate)
             if gate.breaker_open or (gate.probe_only and taken[counter] >= 1):
                 reason = SkipReason.BREAKER_OPEN

@@ -276,13 +276,16 @@ def _refresh_lease_owned_by(owner: str) -> Condition:
     return cast(Condition, ConnectionItem.refresh_owner == owner)
 
 
+def _refresh_lease_cleared() -> list[Any]:
+    return [ConnectionItem.refresh_owner.remove(), ConnectionItem.refresh_expires_at.remove()]
+
+
 def _credentials_actions(sealed: str, version: int) -> list[Any]:
     """A credentials write: the blob (or none), the next version, and no refresh lease left behind."""
     return [
         ConnectionItem.credentials_sealed.set(sealed) if sealed else ConnectionItem.credentials_sealed.remove(),
         ConnectionItem.credentials_version.set(version),
-        ConnectionItem.refresh_owner.remove(),
-        ConnectionItem.refresh_expires_at.remove(),
+        *_refresh_lease_cleared(),
     ]
 
 
@@ -507,11 +510,7 @@ class DynamoStore:
 
     def release_refresh_lease(self, user_id: str, connection_id: str, owner: str) -> None:
         """Give the lease back without storing anything (the token endpoint failed); a lost lease is not an error."""
-        _update_if(
-            ConnectionItem(user_id, connection_id),
-            [ConnectionItem.refresh_owner.remove(), ConnectionItem.refresh_expires_at.remove()],
-            _refresh_lease_owned_by(owner),
-        )
+        _update_if(ConnectionItem(user_id, connection_id), _refresh_lease_cleared(), _refresh_lease_owned_by(owner))
 
     def refuse_refresh(self, user_id: str, connection_id: str, *, seen_version: int, reason: str) -> bool:
         """The provider refused the refresh token of ``seen_version``: NEEDS_REVIEW now, lease dropped.
@@ -523,8 +522,7 @@ class DynamoStore:
             [
                 ConnectionItem.status.set(ConnectionStatus.NEEDS_REVIEW.value),
                 ConnectionItem.status_reason.set(reason[:500]),
-                ConnectionItem.refresh_owner.remove(),
-                ConnectionItem.refresh_expires_at.remove(),
+                *_refresh_lease_cleared(),
             ],
             _credentials_version_is(seen_version),
         )
@@ -1057,16 +1055,6 @@ class DynamoStore:
             return None, [LimitItem.tokens.set(result.tokens_after), LimitItem.updated_at.set(now)]
 
         return self.update_shared(bucket_key, decide, attempts=attempts)
-
-    def hold_bucket(self, bucket_key: str, until: float) -> None:
-        """Empty a bucket until ``until`` (a provider's Retry-After): every worker waits, not just the one told."""
-
-        def decide(item: LimitItem | None) -> tuple[None, list[Any] | None]:
-            if item is not None and item.updated_at is not None and item.updated_at >= until:
-                return None, None
-            return None, [LimitItem.tokens.set(0), LimitItem.updated_at.set(until)]
-
-        self.update_shared(bucket_key, decide)
 
     # --- statistics ------------------------------------------------------------
 

@@ -386,10 +386,10 @@ class WebhookReceiver:
         ]
         queued = already_pending = 0
         queue_failed = False
+        policies = {data_type: self._policies.policy(provider, data_type) for data_type in event.data_types}
         for connection in matched:
-            for data_type in event.data_types:
+            for data_type, policy in policies.items():
                 key = DatasetKey(connection.user_id, connection.connection_id, data_type)
-                policy = self._policies.policy(provider, data_type)
                 try:
                     self._syncs.queue_background(key, provider, policy, trigger=Trigger.WEBHOOK, respect_cooldown=False)
                     queued += 1

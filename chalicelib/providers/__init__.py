@@ -45,16 +45,6 @@ class ProviderLimits:
         """The heaviest call that fits every window at once."""
         return min(w.capacity for w in self.windows)
 
-    @property
-    def requests_per_second(self) -> float:
-        """The pace the windows sustain together (the slowest refill): the old single bucket's rate."""
-        return min(w.refill_per_second for w in self.windows)
-
-    @property
-    def burst(self) -> float:
-        """The old single bucket's capacity: the smallest window burst."""
-        return self.smallest_burst
-
 
 DEFAULT_LIMITS = ProviderLimits()
 _LIMIT_KEYS = frozenset({"windows", "requests_per_second", "burst", "max_concurrent_syncs", "scope", "calls_per_sync"})
@@ -188,7 +178,7 @@ class ProviderRegistry:
     def webhook_config(self, name: str) -> Mapping[str, Any] | None:
         """The provider's raw ``webhooks`` entry from the providers file (``None`` when it takes none).
 
-        Validated by the webhook receiver when the registry is built (see ``webhooks.py``)."""
+        Validated by the webhook receiver on its first use for this provider (see ``webhooks.py``)."""
         return self._webhooks.get(name)
 
     def limits(self, name: str) -> ProviderLimits:

@@ -13,7 +13,6 @@ from chalicelib.limits import (
     WindowLevels,
     default_burst,
     hold_all,
-    level_at,
     levels_at,
     may_tighten,
     observe,
@@ -135,32 +134,6 @@ def test_a_clearly_partial_token_is_not_granted() -> None:
     assert result.granted is False
     assert result.tokens_after == pytest.approx(0.999)
     assert result.retry_after_seconds == pytest.approx(0.012)
-
-
-# --- level_at -----------------------------------------------------------------------------------------
-
-
-def test_level_of_a_missing_bucket_is_full() -> None:
-    assert level_at(BUCKET, None, None, 1000.0) == 5.0
-    assert level_at(BUCKET, 2.0, None, 1000.0) == 5.0
-    assert level_at(BUCKET, None, 900.0, 1000.0) == 5.0
-
-
-@pytest.mark.parametrize(("elapsed", "level"), [(0.0, 1.0), (6.0, 1.5), (24.0, 3.0), (48.0, 5.0), (10_000.0, 5.0)])
-def test_level_refills_over_time_up_to_capacity(elapsed: float, level: float) -> None:
-    assert level_at(BUCKET, 1.0, 1000.0, 1000.0 + elapsed) == pytest.approx(level)
-
-
-def test_level_of_a_held_bucket_is_zero_until_the_hold_ends() -> None:
-    assert level_at(BUCKET, 3.0, 1030.0, 1000.0) == 0.0
-    assert level_at(BUCKET, 3.0, 1030.0, 1030.0) == pytest.approx(3.0)
-
-
-def test_level_agrees_with_what_take_sees() -> None:
-    level = level_at(BUCKET, 0.5, 1000.0, 1003.0)
-    result = take(BUCKET, 0.5, 1000.0, 1003.0)
-    assert result.granted is False
-    assert result.tokens_after == pytest.approx(level) == pytest.approx(0.75)
 
 
 # --- concurrency slots ------------------------------------------------------------------------------
