@@ -38,12 +38,10 @@ import hmac
 import ipaddress
 import json
 import math
-import os
 import re
 import string
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
@@ -57,8 +55,10 @@ from chalicelib.providers.oauth2 import (
     DEFAULT_REFRESH_SKEW_SECONDS,
     OAuth2Config,
     OAuth2TokenClient,
+    app_setting,
     parse_expires_at,
 )
+from chalicelib.providers.pagination import ISO8601, format_instant
 
 
 @dataclass(frozen=True)
@@ -153,8 +153,7 @@ def _timestamp_ms(now: float, offset_ms: int) -> int:
 
 def okx_timestamp(epoch_ms: int) -> str:
     """OKX's ``OK-ACCESS-TIMESTAMP``: ISO-8601 UTC with milliseconds and ``Z`` (``2020-12-08T09:08:57.715Z``)."""
-    seconds, millis = divmod(epoch_ms, 1000)
-    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{millis:03d}Z"
+    return format_instant(epoch_ms, ISO8601)
 
 
 def binance_signed(
@@ -228,16 +227,6 @@ def snaptrade_signed(
     )
     signature = base64.b64encode(_hmac_sha256(consumer_key, signed_content.encode("utf-8"))).decode("ascii")
     return _with_auth(request, {"Signature": signature}, query)
-
-
-def _app_setting(provider: str, variable: str) -> str:
-    """An app-level secret from the deployment's environment, read at call time."""
-    value = os.environ.get(variable, "")
-    if not value.strip():
-        raise ProviderError(
-            f"provider {provider!r}: environment variable {variable} (app credential) is not set", retryable=False
-        )
-    return value
 
 
 # --------------------------------------------------------------------------- credential checks
@@ -484,8 +473,8 @@ class SnapTradeAuth(_ClockOffset):
         values = self._credentials.values(credentials)
         return snaptrade_signed(
             request,
-            client_id=_app_setting(self.provider, self.client_id_env),
-            consumer_key=_app_setting(self.provider, self.consumer_key_env),
+            client_id=app_setting(self.provider, self.client_id_env),
+            consumer_key=app_setting(self.provider, self.consumer_key_env),
             user_id=values["user_id"],
             user_secret=values["user_secret"],
             timestamp_s=_timestamp_ms(now, self.clock_offset_ms) // 1000,

@@ -30,10 +30,7 @@ BAD_API_KEY_FMT, REJECTED_MBX_KEY)."""
 
 def binance_error_code(answer: HttpAnswer) -> int | None:
     """The ``code`` of a Binance error body (``{"code": -1022, "msg": "..."}``), if it has one."""
-    try:
-        body = answer.json()
-    except (ValueError, UnicodeDecodeError):
-        return None
+    body = answer.json_or_none()
     if not isinstance(body, dict):
         return None
     code = body.get("code")

@@ -12,6 +12,7 @@ are raised ``from None`` so the ``requests`` exception, whose text does, is not 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,9 +37,14 @@ class HttpAnswer:
 
     def json(self) -> Any:
         """The body as JSON; ``ValueError`` when it is not."""
-        import json
-
         return json.loads(self.body.decode("utf-8"))
+
+    def json_or_none(self) -> Any:
+        """The body as JSON, or ``None`` when it is not (an error answer's body is only a hint)."""
+        try:
+            return self.json()
+        except ValueError:  # UnicodeDecodeError included
+            return None
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())

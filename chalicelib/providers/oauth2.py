@@ -98,6 +98,17 @@ def _usable_text(value: Any) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
+def app_setting(provider: str, variable: str) -> str:
+    """One of the app's own credentials (an OAuth2 client, a signing app), read from the deployment's
+    environment now: never at import or parse time, never from a connection."""
+    value = os.environ.get(variable, "")
+    if not value.strip():
+        raise ProviderError(
+            f"provider {provider!r}: environment variable {variable} (app credential) is not set", retryable=False
+        )
+    return value
+
+
 def needs_refresh(credentials: Mapping[str, Any], now: float, skew_seconds: float) -> bool:
     """No usable access token, or one that expires within ``skew_seconds`` of ``now``.
 
@@ -181,13 +192,6 @@ def refusal_error(status: int, body: Any, where: str) -> ProviderError:
     return ProviderError(f"{where}: HTTP {status}, token request refused{said}", retryable=False, status_code=status)
 
 
-def _answer_json(answer: HttpAnswer) -> Any:
-    try:
-        return answer.json()
-    except (ValueError, UnicodeDecodeError):
-        return None
-
-
 # --------------------------------------------------------------------------- the client
 
 
@@ -218,8 +222,8 @@ class OAuth2TokenClient:
         if refresh_token is None:
             # Nothing to spend: only a new authorisation by the user can mend this connection.
             raise ProviderGrantError(f"{where}: the connection has no refresh_token; the user must connect again")
-        client_id = self._app_setting(self.config.client_id_env)
-        client_secret = self._app_setting(self.config.client_secret_env)
+        client_id = app_setting(self.config.provider, self.config.client_id_env)
+        client_secret = app_setting(self.config.provider, self.config.client_secret_env)
 
         form: list[tuple[str, str]] = [("grant_type", "refresh_token"), ("refresh_token", refresh_token)]
         headers = {"Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded"}
@@ -246,7 +250,7 @@ class OAuth2TokenClient:
         if error is not None:
             error.response_headers = answer.headers
             raise error
-        body = _answer_json(answer)
+        body = answer.json_or_none()
         if body is None:
             raise ProviderError(
                 f"{where}: HTTP {answer.status} answer is not valid JSON", retryable=False, status_code=answer.status
@@ -273,16 +277,5 @@ class OAuth2TokenClient:
                 retry_after_seconds=parse_retry_after(retry_after, now),
             )
         if 400 <= status < 500:
-            return refusal_error(status, _answer_json(answer), where)
+            return refusal_error(status, answer.json_or_none(), where)
         return ProviderError(f"{where}: unexpected HTTP {status}", retryable=False, status_code=status)
-
-    def _app_setting(self, variable: str) -> str:
-        """One of the app's own OAuth settings, read now (never at import or parse time)."""
-        value = os.environ.get(variable, "")
-        if not value.strip():
-            raise ProviderError(
-                f"provider {self.config.provider!r}: environment variable {variable} (OAuth2 client setting) "
-                "is not set",
-                retryable=False,
-            )
-        return value

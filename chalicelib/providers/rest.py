@@ -594,13 +594,6 @@ def _setting_text(value: Any) -> str | None:
     return text
 
 
-def _json_or_none(answer: HttpAnswer) -> Any:
-    try:
-        return answer.json()
-    except ValueError:
-        return None
-
-
 class RestProvider:
     """A ``Provider`` backed by a declarative JSON-over-HTTP description."""
 
@@ -782,7 +775,7 @@ class RestProvider:
         auth = self.config.auth
         if auth is not None and 400 <= answer.status < 500:
             fetch_json = self._unauthenticated_fetch(timeout, where)
-            if auth.recover(answer.status, _json_or_none(answer), fetch_json, request.now_epoch):
+            if auth.recover(answer.status, answer.json_or_none(), fetch_json, request.now_epoch):
                 answer = self._send(method, path, query, request, timeout, where)
         error = self._error_for(answer, where, request.now_epoch)
         if error is not None:
