@@ -114,7 +114,7 @@ from chalicelib.providers.base import (
     SkippedRecord,
     UpstreamRecord,
 )
-from chalicelib.providers.http import DEFAULT_MAX_RESPONSE_BYTES, HttpAnswer, send
+from chalicelib.providers.http import DEFAULT_MAX_RESPONSE_BYTES, HttpAnswer, header_safe, send
 from chalicelib.providers.pagination import MISSING, Pagination, PaginationError, UrlScope, dig, scalar_text
 from chalicelib.retry import parse_reset_header, parse_retry_after
 
@@ -274,8 +274,8 @@ class _ConfigReader:
         return None if value is None else self.dotted_path(value, where)
 
     def header_value(self, value: Any, where: str) -> str:
-        if not isinstance(value, str) or "\r" in value or "\n" in value:
-            raise self.fail(where, "must be a string without line breaks")
+        if not isinstance(value, str) or not header_safe(value):
+            raise self.fail(where, "must be a string without line breaks, in Latin-1 (what an HTTP header carries)")
         return value
 
     def integer(self, value: Any, where: str, *, minimum: int, maximum: int | None = None) -> int:

@@ -1523,3 +1523,10 @@ def test_a_corrupt_checkpoint_token_fails_without_a_call(mocked: responses.Reque
     assert caught.value.retryable is False
     assert "evil" not in str(caught.value)
     assert len(mocked.calls) == 0
+
+
+def test_a_default_header_an_http_header_cannot_carry_is_refused_at_start_up() -> None:
+    # Given a default header value outside Latin-1 (requests would fail on it at the first call)
+    config = _config(default_headers={"X-Note": "sync \u2192 cache"})
+    # Then the provider entry is refused naming the key
+    _assert_refused(config, "default_headers.X-Note")
