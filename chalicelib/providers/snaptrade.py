@@ -63,6 +63,7 @@ from chalicelib.providers.base import (
 from chalicelib.providers.http import HttpAnswer
 from chalicelib.providers.pagination import dig, scalar_text
 from chalicelib.providers.rest import RestProvider
+from chalicelib.providers.rest_config import ConfigReader
 
 PER_TYPE_KEYS = ("pagination", "page_size", "page_size_param", "incremental")
 """Top-level ``rest`` keys a data type may set for itself."""
@@ -139,18 +140,12 @@ def fan_out_values(raw: Any) -> tuple[str, ...] | None:
 
 
 def _fail(provider: str, where: str, problem: str) -> ConfigurationError:
-    return ConfigurationError(f"provider {provider!r}: {where} {problem}")
+    return ConfigReader(provider).fail(where, problem)
 
 
 def _parse_for_each(provider: str, type_name: str, raw: Any, part: RestProvider) -> ForEach:
     where = f"data_types.{type_name}.for_each"
-    if not isinstance(raw, Mapping):
-        raise _fail(provider, where, "must be a JSON object")
-    unknown = sorted(str(key) for key in raw if key not in _FOR_EACH_KEYS)
-    if unknown:
-        raise _fail(
-            provider, where, f"has unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(_FOR_EACH_KEYS))})"
-        )
+    raw = ConfigReader(provider).mapping(raw, where, _FOR_EACH_KEYS)
     setting, listing = raw.get("setting"), raw.get("listing")
     if (setting is None) == (listing is None):
         raise _fail(provider, where, "needs exactly one of 'setting' (a list setting) or 'listing' (a data type)")
