@@ -8,11 +8,10 @@ read and one conditional write.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from chalicelib.breaker import (
     Admission,
@@ -39,9 +38,10 @@ from chalicelib.limits import (
 )
 from chalicelib.models import LimitItem
 from chalicelib.providers import LimitScope, ProviderLimits, ProviderRegistry
-from chalicelib.store import DynamoStore, shared_json
+from chalicelib.store import DynamoStore, shared_json, shared_json_write
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _TOKEN_ATTEMPTS = 3
 # Giving a slot back must not fail under contention (a leaked slot lowers the cap until it expires).
@@ -68,15 +68,10 @@ def connection_scope_of(user_id: str, connection_id: str) -> str:
 
 def window_state(item: LimitItem | None, windows: Sequence[RateWindow]) -> WindowLevels:
     """A bucket item as window levels: the JSON document, or a single-bucket item from before windows."""
-    if item is None:
-        return WindowLevels.fresh(windows)
-    if item.data_json:
-        return WindowLevels.from_dict(json.loads(item.data_json), windows)
+    document = shared_json(item)
+    if item is None or document is not None:
+        return WindowLevels.from_dict(document, windows)
     return WindowLevels.from_single_bucket(item.tokens, item.updated_at, windows)
-
-
-def _write(state: WindowLevels, windows: Sequence[RateWindow]) -> list[Any]:
-    return [LimitItem.data_json.set(json.dumps(state.to_dict(windows), separators=(",", ":")))]
 
 
 class ProviderGuard:
@@ -92,6 +87,28 @@ class ProviderGuard:
             cool_off_seconds=float(self._settings.breaker_cool_off_seconds),
             probe_ttl_seconds=float(self._settings.lease_ttl_seconds),
         )
+
+    def _update_windows(
+        self,
+        provider: str,
+        connection_scope: str | None,
+        step: Callable[[Sequence[RateWindow], WindowLevels], tuple[T, WindowLevels | None]],
+        *,
+        attempts: int | None = None,
+    ) -> T:
+        """Read one limit scope's windows, let ``step`` decide (an answer, and the state to write or
+        ``None``), and write it guarded by the item's version: one read and at most one write."""
+        limits = self._registry.limits(provider)
+        windows = limits.windows
+        key = self._limit_key(provider, limits, connection_scope)
+
+        def decide(item: LimitItem | None) -> tuple[T, list[Any] | None]:
+            answer, after = step(windows, window_state(item, windows))
+            return answer, (None if after is None else shared_json_write(after.to_dict(windows)))
+
+        if attempts is None:
+            return self._store.update_shared(key, decide)
+        return self._store.update_shared(key, decide, attempts=attempts)
 
     def _limit_key(self, provider: str, limits: ProviderLimits, connection_scope: str | None) -> str:
         if limits.scope is LimitScope.CONNECTION:
@@ -210,32 +227,21 @@ class ProviderGuard:
         (``user_id#connection_id``) picks the connection's own limit when the provider's scope
         is "connection"; it is ignored otherwise.
         """
-        limits = self._registry.limits(provider)
-        windows = limits.windows
-        key = self._limit_key(provider, limits, connection_scope)
 
-        def decide(item: LimitItem | None) -> tuple[float | None, list[Any] | None]:
-            result = take_weight(windows, window_state(item, windows), now, weight=weight, feedback=feedback)
-            actions = None if result.state_after is None else _write(result.state_after, windows)
-            return (None if result.granted else result.retry_after_seconds), actions
+        def step(windows: Sequence[RateWindow], state: WindowLevels) -> tuple[float | None, WindowLevels | None]:
+            result = take_weight(windows, state, now, weight=weight, feedback=feedback)
+            return (None if result.granted else result.retry_after_seconds), result.state_after
 
         try:
-            return self._store.update_shared(key, decide, attempts=_TOKEN_ATTEMPTS)
+            return self._update_windows(provider, connection_scope, step, attempts=_TOKEN_ATTEMPTS)
         except StoreBusyError:
             # Other workers took the room in between: ask again about when the fastest window refills a call.
+            windows = self._registry.limits(provider).windows
             return min(1.0, min(weight / w.refill_per_second for w in windows))
 
     def hold(self, provider: str, until: float, *, connection_scope: str | None = None) -> None:
         """The provider said "wait until ``until``": no worker calls it (in this scope) before then."""
-        limits = self._registry.limits(provider)
-        windows = limits.windows
-        key = self._limit_key(provider, limits, connection_scope)
-
-        def decide(item: LimitItem | None) -> tuple[None, list[Any] | None]:
-            held = hold_all(windows, window_state(item, windows), until)
-            return None, (None if held is None else _write(held, windows))
-
-        self._store.update_shared(key, decide)
+        self._update_windows(provider, connection_scope, lambda windows, state: (None, hold_all(windows, state, until)))
 
     def observe(
         self, provider: str, headers: Mapping[str, str], now: float, *, connection_scope: str | None = None
@@ -245,18 +251,15 @@ class ProviderGuard:
         Headers that could not lower any window cost no call at all; otherwise one read, and a
         write only if the stored state is clearly above what the provider counts.
         """
-        limits = self._registry.limits(provider)
-        windows = limits.windows
-        if not may_tighten(windows, headers, now):
+        if not may_tighten(self._registry.limits(provider).windows, headers, now):
             return
-        key = self._limit_key(provider, limits, connection_scope)
-
-        def decide(item: LimitItem | None) -> tuple[None, list[Any] | None]:
-            tightened = observe(windows, window_state(item, windows), headers, now)
-            return None, (None if tightened is None else _write(tightened, windows))
-
         try:
-            self._store.update_shared(key, decide, attempts=_TOKEN_ATTEMPTS)
+            self._update_windows(
+                provider,
+                connection_scope,
+                lambda windows, state: (None, observe(windows, state, headers, now)),
+                attempts=_TOKEN_ATTEMPTS,
+            )
         except StoreBusyError:
             logger.info("%s rate-limit feedback dropped: other workers are writing the same limit", provider)
 

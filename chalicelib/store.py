@@ -82,6 +82,11 @@ def shared_json(item: LimitItem | None) -> dict[str, Any] | None:
     return json.loads(item.data_json) if item is not None and item.data_json else None
 
 
+def shared_json_write(document: dict[str, Any]) -> list[Any]:
+    """The update action that stores a shared item's JSON document (compact, the way every writer writes it)."""
+    return [LimitItem.data_json.set(json.dumps(document, separators=(",", ":")))]
+
+
 def _update_if(handle: Model, actions: list[Any], condition: Condition) -> bool:
     """One conditional UpdateItem; ``False`` when its condition failed (any other error raises)."""
     try:
@@ -1024,7 +1029,7 @@ class DynamoStore:
             result, changed = decide(current)
             if changed is None:
                 return result, None
-            return result, [LimitItem.data_json.set(json.dumps(changed, separators=(",", ":")))]
+            return result, shared_json_write(changed)
 
         return self.update_shared(pk, on_item, attempts=attempts)
 
@@ -1185,4 +1190,4 @@ class DynamoStore:
         )
 
 
-__all__ = ["DatasetPage", "DynamoStore", "content_hash", "provider_user_key", "shared_json"]
+__all__ = ["DatasetPage", "DynamoStore", "content_hash", "provider_user_key", "shared_json", "shared_json_write"]
