@@ -7,11 +7,11 @@ from typing import Any
 
 from chalice.app import Chalice, CloudWatchEvent, Rate, SQSEvent
 
+from chalicelib.api.events import handle_sqs_batch, handle_tick
 from chalicelib.api.operator_routes import operator_api
 from chalicelib.api.routes import api
 from chalicelib.api.webhook_routes import webhook_api
-from chalicelib.schedule import TICK_INTERVAL_MINUTES
-from chalicelib.worker import handle_sqs_batch, handle_tick
+from chalicelib.domain.planner import TICK_INTERVAL_MINUTES
 
 app = Chalice(app_name="smart-sync")
 app.log.setLevel(logging.INFO)

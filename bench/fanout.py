@@ -40,14 +40,14 @@ from moto import mock_aws  # noqa: E402
 from app import JOB_QUEUE_NAME, sync_worker  # noqa: E402
 from bench.calls import AWS_CALLS  # noqa: E402
 from bench.report import Table, ops_text  # noqa: E402
-from chalicelib.clock import SystemClock  # noqa: E402
-from chalicelib.config import DEFAULT_PROVIDERS_FILE, Settings  # noqa: E402
 from chalicelib.container import build_container, set_container  # noqa: E402
-from chalicelib.domain import DatasetKey  # noqa: E402
-from chalicelib.models import STATE_SORT_KEY, DatasetItem, StateItem, create_tables  # noqa: E402
+from chalicelib.domain.clock import SystemClock  # noqa: E402
+from chalicelib.domain.config import DEFAULT_PROVIDERS_FILE, Settings  # noqa: E402
+from chalicelib.domain.model import DatasetKey  # noqa: E402
+from chalicelib.domain.planner import TICK_INTERVAL_SECONDS, jobs_allowed, quota_credit, schedule_shard  # noqa: E402
+from chalicelib.domain.planner import tick_quota as planner_tick_quota  # noqa: E402
 from chalicelib.providers import DEFAULT_LIMITS, ProviderLimits, ProviderRegistry, parse_limits, registry_from_config  # noqa: E402
-from chalicelib.schedule import TICK_INTERVAL_SECONDS, jobs_allowed, quota_credit, schedule_shard  # noqa: E402
-from chalicelib.schedule import tick_quota as planner_tick_quota  # noqa: E402
+from chalicelib.store.items import STATE_SORT_KEY, DatasetItem, StateItem, create_tables  # noqa: E402
 from local.run import sqs_lambda_event  # noqa: E402
 
 REGION = "us-east-1"

@@ -56,11 +56,11 @@ from bench.fanout import (  # noqa: E402
     serve_in_thread,
 )
 from bench.report import Table, ops_text  # noqa: E402
-from chalicelib.config import Settings  # noqa: E402
 from chalicelib.container import Container, build_container, set_container  # noqa: E402
-from chalicelib.domain import DatasetKey, Trigger  # noqa: E402
-from chalicelib.models import create_tables  # noqa: E402
+from chalicelib.domain.config import Settings  # noqa: E402
+from chalicelib.domain.model import DatasetKey, Trigger  # noqa: E402
 from chalicelib.providers import ProviderRegistry, registry_from_config  # noqa: E402
+from chalicelib.store.items import create_tables  # noqa: E402
 
 API_PREFIX = "/developer/v2"
 TOKEN_PATH = "/oauth/oauth2/token"

@@ -71,14 +71,14 @@ from bench.whoop_fanout import (  # noqa: E402
     WHOOP_WORKERS,
     bench_whoop,
 )
-from chalicelib.auth import authenticate, issue_token  # noqa: E402
-from chalicelib.clock import Clock, FakeClock, SystemClock  # noqa: E402
-from chalicelib.config import Settings  # noqa: E402
+from chalicelib.api.auth import authenticate, issue_token  # noqa: E402
 from chalicelib.container import Container, build_container, set_container  # noqa: E402
-from chalicelib.domain import DatasetKey  # noqa: E402
-from chalicelib.models import STATE_SORT_KEY, create_tables  # noqa: E402
+from chalicelib.domain.clock import Clock, FakeClock, SystemClock  # noqa: E402
+from chalicelib.domain.config import Settings  # noqa: E402
+from chalicelib.domain.model import DatasetKey  # noqa: E402
 from chalicelib.providers import ProviderRegistry  # noqa: E402
 from chalicelib.providers.demo import DemoProvider  # noqa: E402
+from chalicelib.store.items import STATE_SORT_KEY, create_tables  # noqa: E402
 from local.counting_provider import CountingProvider  # noqa: E402
 from local.moto_atomic import make_moto_dynamodb_atomic  # noqa: E402
 

@@ -62,11 +62,11 @@ from bench.oauth_storm import (  # noqa: E402
     with_kms_key,
 )
 from bench.report import Table, ops_text  # noqa: E402
-from chalicelib.auth import issue_token  # noqa: E402
-from chalicelib.clock import SystemClock  # noqa: E402
-from chalicelib.config import Settings  # noqa: E402
+from chalicelib.api.auth import issue_token  # noqa: E402
 from chalicelib.container import Container, set_container  # noqa: E402
-from chalicelib.models import STATE_SORT_KEY, DatasetItem, StateItem, create_tables  # noqa: E402
+from chalicelib.domain.clock import SystemClock  # noqa: E402
+from chalicelib.domain.config import Settings  # noqa: E402
+from chalicelib.store.items import STATE_SORT_KEY, DatasetItem, StateItem, create_tables  # noqa: E402
 
 WHOOP_PROVIDER = "whoop"
 WHOOP_DATA_TYPE = "recovery"

@@ -6,22 +6,23 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.clock import Clock, SystemClock
-from chalicelib.config import Settings, get_settings
-from chalicelib.coordinator import SyncCoordinator
-from chalicelib.credentials import CredentialVault
-from chalicelib.engine import SyncEngine
-from chalicelib.fanout import FanOut
-from chalicelib.guard import ProviderGuard
-from chalicelib.jobs import JobQueue, SqsJobQueue
-from chalicelib.models import bind_models
-from chalicelib.operations import OperatorService
+from chalicelib.domain.clock import Clock, SystemClock
+from chalicelib.domain.config import Settings, get_settings
 from chalicelib.providers import ProviderRegistry, load_registry
-from chalicelib.reads import DatasetReader, PolicyResolver
-from chalicelib.services import ConnectionService, ManualSyncService, StatusService, WorkerService
-from chalicelib.store import DynamoStore
-from chalicelib.token_refresh import CredentialKeeper
-from chalicelib.webhooks import WebhookReceiver
+from chalicelib.providers.policies import PolicyResolver
+from chalicelib.store.dynamo import DynamoStore
+from chalicelib.store.items import bind_models
+from chalicelib.store.vault import CredentialVault
+from chalicelib.sync.coordinator import SyncCoordinator
+from chalicelib.sync.engine import SyncEngine
+from chalicelib.sync.jobs import JobQueue, SqsJobQueue
+from chalicelib.sync.pacing import ProviderGuard
+from chalicelib.sync.token_refresh import CredentialKeeper
+from chalicelib.usecases.fanout import FanOut
+from chalicelib.usecases.operator import OperatorService
+from chalicelib.usecases.reads import DatasetReader
+from chalicelib.usecases.services import ConnectionService, ManualSyncService, StatusService, WorkerService
+from chalicelib.usecases.webhooks import WebhookReceiver
 
 
 @dataclass

@@ -6,7 +6,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from chalicelib.providers.base import DataTypeSpec, FetchRequest, Page, Provider
+from chalicelib.domain.upstream import DataTypeSpec, FetchRequest, Page
+from chalicelib.providers.base import Provider
 
 
 class CountingProvider:

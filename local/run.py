@@ -180,9 +180,9 @@ def create_kms_key(endpoint: str, configured: str) -> str:
 
 def seed_demo_data() -> None:
     """Tables plus ``demo-user`` with a healthy ``demo`` connection and a ``demo-flaky`` one."""
-    from chalicelib.config import settings_from_env
     from chalicelib.container import build_container
-    from chalicelib.models import create_tables
+    from chalicelib.domain.config import settings_from_env
+    from chalicelib.store.items import create_tables
 
     container = build_container(settings_from_env(os.environ))
     create_tables()
@@ -540,7 +540,7 @@ def wait_for_health(base_url: str, process: subprocess.Popen[bytes], timeout: fl
 def demo_tiers(settings: Any) -> str:
     """The recovery tiers as the app will apply them (providers file + SMART_SYNC_POLICY_OVERRIDES)."""
     from chalicelib.providers import load_registry
-    from chalicelib.reads import PolicyResolver
+    from chalicelib.providers.policies import PolicyResolver
 
     policy = PolicyResolver(load_registry(settings), settings).policy("demo", "recovery")
     return f"fresh < {policy.cooldown_seconds}s, stale < {policy.max_staleness_seconds}s, expired after"
@@ -776,8 +776,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["SMART_SYNC_DYNAMODB_HOST"] = endpoint
         os.environ["SMART_SYNC_SQS_ENDPOINT"] = endpoint
 
-        from chalicelib.auth import issue_token
-        from chalicelib.config import settings_from_env
+        from chalicelib.api.auth import issue_token
+        from chalicelib.domain.config import settings_from_env
 
         queue_name = settings_from_env(os.environ).queue_name
         queue_url = create_queue(endpoint, queue_name)
@@ -791,7 +791,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from app import app as chalice_app
         from app import sync_schedule, sync_worker
-        from chalicelib.schedule import TICK_INTERVAL_SECONDS
+        from chalicelib.domain.planner import TICK_INTERVAL_SECONDS
 
         configure_logging(args.verbose)
 

@@ -10,12 +10,12 @@ from typing import Any, Literal
 
 from chalice.app import BadRequestError, Blueprint, Request, Response
 
-from chalicelib.auth import authenticate, authorize_user
-from chalicelib.config import ConfigurationError
+from chalicelib.api.auth import authenticate, authorize_user
 from chalicelib.container import Container, get_container
-from chalicelib.errors import ForbiddenError, RateLimitedError, SmartSyncError, ValidationError
-from chalicelib.logs import log_crash
-from chalicelib.reads import ApiResponse
+from chalicelib.domain.config import ConfigurationError
+from chalicelib.domain.errors import ForbiddenError, RateLimitedError, SmartSyncError, ValidationError
+from chalicelib.domain.logs import log_crash
+from chalicelib.usecases.reads import ApiResponse
 
 logger = logging.getLogger(__name__)
 

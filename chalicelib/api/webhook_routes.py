@@ -6,7 +6,7 @@ from chalice.app import Blueprint, Request, Response
 
 from chalicelib.api.http import JSON_HEADERS, endpoint
 from chalicelib.container import Container
-from chalicelib.webhooks import ACCEPTED
+from chalicelib.usecases.webhooks import ACCEPTED
 
 webhook_api = Blueprint(__name__)
 # Providers post JSON; some label it loosely. The body is verified byte for byte whatever the label.

@@ -10,9 +10,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from chalicelib.config import ConfigurationError, Settings
-from chalicelib.errors import ValidationError
-from chalicelib.limits import RateWindow, default_burst
+from chalicelib.domain.config import ConfigurationError, Settings
+from chalicelib.domain.errors import ValidationError
+from chalicelib.domain.limits import RateWindow, default_burst
 from chalicelib.providers.base import Provider
 
 

@@ -47,9 +47,10 @@ from urllib.parse import urlencode, urlsplit
 
 import requests
 
-from chalicelib.config import ConfigurationError
-from chalicelib.errors import ValidationError
-from chalicelib.providers.base import ProviderAuthError, ProviderError, TokenClient
+from chalicelib.domain.config import ConfigurationError
+from chalicelib.domain.errors import ValidationError
+from chalicelib.domain.upstream import ProviderAuthError, ProviderError
+from chalicelib.providers.base import TokenClient
 from chalicelib.providers.http import header_safe
 from chalicelib.providers.oauth2 import (
     DEFAULT_REFRESH_SKEW_SECONDS,

@@ -18,7 +18,7 @@ the connection (``NEEDS_REVIEW`` after a few in a row), never retried.
 
 from __future__ import annotations
 
-from chalicelib.providers.base import ProviderAuthError, ProviderError
+from chalicelib.domain.upstream import ProviderAuthError, ProviderError
 from chalicelib.providers.http import HttpAnswer
 from chalicelib.providers.rest import RestProvider
 from chalicelib.providers.snaptrade import FanOutRestProvider

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from chalicelib.errors import ValidationError
-from chalicelib.providers.base import (
+from chalicelib.domain.errors import ValidationError
+from chalicelib.domain.upstream import (
     DataTypeSpec,
     FetchRequest,
     Page,

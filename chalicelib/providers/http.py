@@ -19,7 +19,7 @@ from typing import Any
 
 import requests
 
-from chalicelib.providers.base import ProviderError, ProviderTimeoutError
+from chalicelib.domain.upstream import ProviderError, ProviderTimeoutError
 
 DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 _CHUNK_BYTES = 64 * 1024

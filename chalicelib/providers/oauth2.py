@@ -28,7 +28,8 @@ from urllib.parse import quote_plus, urlencode
 
 import requests
 
-from chalicelib.providers.base import (
+from chalicelib.domain.retry import parse_retry_after
+from chalicelib.domain.upstream import (
     ProviderAuthError,
     ProviderError,
     ProviderGrantError,
@@ -36,7 +37,6 @@ from chalicelib.providers.base import (
     TokenGrant,
 )
 from chalicelib.providers.http import HttpAnswer, header_safe, send
-from chalicelib.retry import parse_retry_after
 
 DEFAULT_REFRESH_SKEW_SECONDS = 300.0
 TOKEN_RESPONSE_MAX_BYTES = 64 * 1024

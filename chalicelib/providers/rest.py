@@ -95,10 +95,9 @@ from urllib.parse import quote, urlencode
 
 import requests
 
-from chalicelib.errors import ValidationError
-from chalicelib.providers import pagination as paging
-from chalicelib.providers.auth import OutgoingRequest
-from chalicelib.providers.base import (
+from chalicelib.domain.errors import ValidationError
+from chalicelib.domain.retry import parse_reset_header, parse_retry_after
+from chalicelib.domain.upstream import (
     DataTypeSpec,
     FetchRequest,
     Page,
@@ -109,6 +108,8 @@ from chalicelib.providers.base import (
     SkippedRecord,
     UpstreamRecord,
 )
+from chalicelib.providers import pagination as paging
+from chalicelib.providers.auth import OutgoingRequest
 from chalicelib.providers.http import HttpAnswer, send
 from chalicelib.providers.pagination import MISSING, PaginationError, UrlScope, dig, scalar_text
 from chalicelib.providers.rest_config import (
@@ -118,7 +119,6 @@ from chalicelib.providers.rest_config import (
     Query,
     RestProviderConfig,
 )
-from chalicelib.retry import parse_reset_header, parse_retry_after
 
 # Binance answers 418 to an IP banned for ignoring 429s, with Retry-After: the same "wait" signal.
 _RATE_LIMIT_STATUSES = frozenset({418, 429})

@@ -12,13 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from chalicelib.config import ConfigurationError
+from chalicelib.domain.config import ConfigurationError
+from chalicelib.domain.upstream import PolicyDefaults
 from chalicelib.providers import auth as auth_module
 from chalicelib.providers import pagination as paging
 from chalicelib.providers.auth import RequestAuth
-from chalicelib.providers.base import (
-    PolicyDefaults,
-)
 from chalicelib.providers.http import DEFAULT_MAX_RESPONSE_BYTES, header_safe
 from chalicelib.providers.pagination import Pagination, UrlScope
 

@@ -49,17 +49,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
-from chalicelib.config import ConfigurationError
-from chalicelib.errors import ValidationError
-from chalicelib.providers.base import (
-    DataTypeSpec,
-    FetchRequest,
-    Page,
-    ProviderError,
-    SkippedRecord,
-    TokenClient,
-    UpstreamRecord,
-)
+from chalicelib.domain.config import ConfigurationError
+from chalicelib.domain.errors import ValidationError
+from chalicelib.domain.upstream import DataTypeSpec, FetchRequest, Page, ProviderError, SkippedRecord, UpstreamRecord
+from chalicelib.providers.base import TokenClient
 from chalicelib.providers.http import HttpAnswer
 from chalicelib.providers.pagination import dig, scalar_text
 from chalicelib.providers.rest import RestProvider

@@ -13,14 +13,14 @@ from chalice.test import Client
 from moto import mock_aws
 
 from app import JOB_QUEUE_NAME, app
-from chalicelib.auth import issue_token
-from chalicelib.clock import FakeClock
-from chalicelib.config import Settings
+from chalicelib.api.auth import issue_token
 from chalicelib.container import Container, build_container, set_container
-from chalicelib.models import create_tables
+from chalicelib.domain.clock import FakeClock
+from chalicelib.domain.config import Settings
+from chalicelib.domain.upstream import FetchRequest
 from chalicelib.providers import ProviderRegistry
-from chalicelib.providers.base import FetchRequest
 from chalicelib.providers.demo import DemoProvider
+from chalicelib.store.items import create_tables
 from local.counting_provider import CountingProvider
 from local.moto_atomic import make_moto_dynamodb_atomic
 

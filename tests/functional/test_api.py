@@ -9,8 +9,8 @@ from typing import Any
 import jwt
 import pytest
 
-from chalicelib.auth import issue_token
-from chalicelib.domain import DatasetKey
+from chalicelib.api.auth import issue_token
+from chalicelib.domain.model import DatasetKey
 from tests.functional.conftest import Harness
 from tests.functional.test_lifecycle import dataset_items
 

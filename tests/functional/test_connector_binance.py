@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import responses
 
-from chalicelib.clock import FakeClock
+from chalicelib.domain.clock import FakeClock
 from chalicelib.providers import ProviderRegistry, parse_limits, registry_from_config
 from chalicelib.providers.binance import BinanceProvider
 from tests.functional.conftest import Harness

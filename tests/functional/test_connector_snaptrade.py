@@ -25,13 +25,13 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import responses
 
-from chalicelib.clock import FakeClock
-from chalicelib.config import ConfigurationError
-from chalicelib.domain import DatasetKey, Trigger
-from chalicelib.jobs import Job
+from chalicelib.domain.clock import FakeClock
+from chalicelib.domain.config import ConfigurationError
+from chalicelib.domain.model import DatasetKey, Trigger
+from chalicelib.domain.upstream import FetchRequest, ProviderError
 from chalicelib.providers import ProviderRegistry, parse_limits, registry_from_config
-from chalicelib.providers.base import FetchRequest, ProviderError
 from chalicelib.providers.snaptrade import SnapTradeProvider
+from chalicelib.sync.jobs import Job
 from tests.functional.conftest import Harness
 
 ROOT = Path(__file__).resolve().parents[2]

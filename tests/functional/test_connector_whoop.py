@@ -19,10 +19,10 @@ import pytest
 import responses
 from responses import matchers
 
-from chalicelib.clock import FakeClock
-from chalicelib.domain import ConnectionStatus, DatasetKey, Trigger
-from chalicelib.jobs import Job
+from chalicelib.domain.clock import FakeClock
+from chalicelib.domain.model import ConnectionStatus, DatasetKey, Trigger
 from chalicelib.providers import registry_from_config
+from chalicelib.sync.jobs import Job
 from tests.functional.conftest import Harness
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,16 +19,10 @@ import pytest
 import requests
 import responses
 
-from chalicelib.clock import FakeClock
-from chalicelib.credentials import (
-    CredentialsUnavailableError,
-    CredentialsUnreadableError,
-    CredentialVault,
-)
-from chalicelib.domain import Connection, ConnectionStatus
-from chalicelib.errors import ValidationError
-from chalicelib.providers import ProviderRegistry
-from chalicelib.providers.base import (
+from chalicelib.domain.clock import FakeClock
+from chalicelib.domain.errors import ValidationError
+from chalicelib.domain.model import Connection, ConnectionStatus
+from chalicelib.domain.upstream import (
     DataTypeSpec,
     FetchRequest,
     Page,
@@ -38,7 +32,9 @@ from chalicelib.providers.base import (
     TokenGrant,
     UpstreamRecord,
 )
-from chalicelib.token_refresh import REFUSED_REASON, CredentialKeeper
+from chalicelib.providers import ProviderRegistry
+from chalicelib.store.vault import CredentialsUnavailableError, CredentialsUnreadableError, CredentialVault
+from chalicelib.sync.token_refresh import REFUSED_REASON, CredentialKeeper
 from tests.functional.conftest import TEST_KMS_ALIAS, Harness
 
 TOKEN_URL = "https://api.prod.whoop.com/oauth/oauth2/token"

@@ -9,18 +9,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import responses
 
-from chalicelib.clock import FakeClock, from_iso, to_iso
-from chalicelib.domain import DatasetKey
+from chalicelib.domain.clock import FakeClock, from_iso, to_iso
+from chalicelib.domain.model import DatasetKey
+from chalicelib.domain.records import MAX_RECORD_ID_BYTES, MAX_RECORD_JSON_BYTES
+from chalicelib.domain.upstream import DataTypeSpec, FetchRequest, Page, PolicyDefaults, SkippedRecord, UpstreamRecord
 from chalicelib.providers import ProviderRegistry, registry_from_config
-from chalicelib.providers.base import (
-    DataTypeSpec,
-    FetchRequest,
-    Page,
-    PolicyDefaults,
-    SkippedRecord,
-    UpstreamRecord,
-)
-from chalicelib.record_rules import MAX_RECORD_ID_BYTES, MAX_RECORD_JSON_BYTES
 
 DATA = "/users/u1/connections/c1/data/notes"
 POLICY = PolicyDefaults(cooldown_seconds=60, max_staleness_seconds=600, schedule_every_seconds=None)

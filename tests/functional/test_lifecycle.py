@@ -8,8 +8,8 @@ from typing import Any
 import boto3
 import pytest
 
-from chalicelib.domain import DatasetKey
-from chalicelib.providers.base import FetchRequest
+from chalicelib.domain.model import DatasetKey
+from chalicelib.domain.upstream import FetchRequest
 from tests.functional.conftest import Harness, counting_demo
 
 KEY = DatasetKey("u1", "c1", "recovery")

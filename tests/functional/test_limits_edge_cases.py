@@ -7,15 +7,14 @@ from typing import Any
 
 import responses
 
-from chalicelib.breaker import BreakerStatus
-from chalicelib.clock import FakeClock
-from chalicelib.domain import DatasetKey, Trigger
-from chalicelib.engine import new_run_id
-from chalicelib.jobs import Job
-from chalicelib.models import STATE_SORT_KEY, DatasetItem, StateItem
+from chalicelib.domain.breaker import BreakerStatus
+from chalicelib.domain.clock import FakeClock
+from chalicelib.domain.model import DatasetKey, Trigger, new_run_id
+from chalicelib.domain.upstream import FetchRequest, ProviderTimeoutError
 from chalicelib.providers import ProviderLimits, ProviderRegistry, registry_from_config
-from chalicelib.providers.base import FetchRequest, ProviderTimeoutError
 from chalicelib.providers.demo import DemoProvider
+from chalicelib.store.items import STATE_SORT_KEY, DatasetItem, StateItem
+from chalicelib.sync.jobs import Job
 from local.counting_provider import CountingProvider
 
 KEY = DatasetKey("u1", "c1", "recovery")

@@ -19,7 +19,7 @@ import pytest
 import responses
 from responses import matchers
 
-from chalicelib.domain import ConnectionStatus, DatasetKey
+from chalicelib.domain.model import ConnectionStatus, DatasetKey
 from chalicelib.providers import registry_from_config
 from tests.functional.conftest import Harness
 

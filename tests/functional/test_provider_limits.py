@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import responses
 
-from chalicelib.clock import FakeClock
-from chalicelib.domain import ConnectionStatus, DatasetKey
+from chalicelib.domain.clock import FakeClock
+from chalicelib.domain.model import ConnectionStatus, DatasetKey
 from chalicelib.providers import registry_from_config
 from tests.functional.conftest import Harness
 
@@ -453,7 +453,7 @@ class _Calls:
     """Counts the reads and writes of shared-limit items."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from chalicelib.models import LimitItem
+        from chalicelib.store.items import LimitItem
 
         self.reads = self.writes = 0
         real_get, real_update = LimitItem.get, LimitItem.update
@@ -525,7 +525,7 @@ def test_a_sync_reads_the_rate_headers_of_the_provider_and_the_next_worker_waits
 
 def test_a_bucket_item_from_the_single_bucket_version_keeps_its_hold(make_harness: Any) -> None:
     # Given the item the previous version wrote for a Retry-After of 30 s (no JSON, tokens 0, updated ahead)
-    from chalicelib.models import LimitItem
+    from chalicelib.store.items import LimitItem
 
     harness = make_harness(registry=registry_from_config(ACME))
     now = harness.clock.now()

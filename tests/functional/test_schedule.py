@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from chalicelib.domain import DatasetKey
-from chalicelib.models import STATE_SORT_KEY, StateItem
+from chalicelib.domain.model import DatasetKey
+from chalicelib.store.items import STATE_SORT_KEY, StateItem
 from tests.functional.conftest import Harness
 
 SCHEDULED = ["cycle", "recovery", "sleep"]  # the demo's "workout" is on demand only (schedule_every_seconds null)

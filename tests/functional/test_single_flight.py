@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from chalicelib.clock import SystemClock
-from chalicelib.domain import DatasetKey
-from chalicelib.errors import StoreBusyError, SyncInProgressError
-from chalicelib.limits import Bucket
-from chalicelib.models import STATE_SORT_KEY, StateItem
-from chalicelib.providers.base import FetchRequest, ProviderError
+from chalicelib.domain.clock import SystemClock
+from chalicelib.domain.errors import StoreBusyError, SyncInProgressError
+from chalicelib.domain.limits import Bucket
+from chalicelib.domain.model import DatasetKey
+from chalicelib.domain.upstream import FetchRequest, ProviderError
+from chalicelib.store.items import STATE_SORT_KEY, StateItem
 from tests.functional.conftest import counting_demo
 
 KEY = DatasetKey("u1", "c1", "recovery")

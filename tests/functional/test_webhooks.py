@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from chalicelib.domain import Connection, Trigger
-from chalicelib.jobs import Job
+from chalicelib.domain.model import Connection, Trigger
 from chalicelib.providers import registry_from_config
+from chalicelib.sync.jobs import Job
 from tests.functional.conftest import Harness
 
 SECRET = "demo-webhook-secret-for-functional-tests"
@@ -265,9 +265,9 @@ def test_logs_never_carry_the_secret_signature_body_or_user(
     hooks.post(body, headers)
     hooks.post(body, signed(body, hooks.harness.clock.now(), secret="forged"))
     # Then the log says which provider and event, and whether a connection matched, and nothing more
-    webhook_lines = [r.getMessage() for r in caplog.records if r.name == "chalicelib.webhooks"]
+    webhook_lines = [r.getMessage() for r in caplog.records if r.name == "chalicelib.usecases.webhooks"]
     assert any("provider=demo event=sleep.updated matched=True" in line for line in webhook_lines)
-    assert all(r.levelno == logging.DEBUG for r in caplog.records if r.name == "chalicelib.webhooks")
+    assert all(r.levelno == logging.DEBUG for r in caplog.records if r.name == "chalicelib.usecases.webhooks")
     everything = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("chalicelib"))
     for secret_thing in (SECRET, headers["X-WHOOP-Signature"], body.decode(), "e369c784", str(WHOOP_USER)):
         assert secret_thing not in everything

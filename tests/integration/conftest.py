@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 from moto import mock_aws
 
-from chalicelib.config import Settings
-from chalicelib.models import bind_models, create_tables
-from chalicelib.store import DynamoStore
+from chalicelib.domain.config import Settings
+from chalicelib.store.dynamo import DynamoStore
+from chalicelib.store.items import bind_models, create_tables
 from local.moto_atomic import make_moto_dynamodb_atomic
 
 

@@ -6,10 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from chalicelib.credentials import CredentialsChangedError, RefreshNotWonError
-from chalicelib.domain import Connection, ConnectionStatus
-from chalicelib.models import ConnectionItem
-from chalicelib.store import DynamoStore
+from chalicelib.domain.model import Connection, ConnectionStatus
+from chalicelib.store.dynamo import DynamoStore
+from chalicelib.store.items import ConnectionItem
+from chalicelib.store.vault import CredentialsChangedError, RefreshNotWonError
 
 T0 = 1_767_225_600.0
 TTL = 30.0

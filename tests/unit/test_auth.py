@@ -16,9 +16,10 @@ from urllib.parse import urlencode
 
 import pytest
 
-from chalicelib.clock import FakeClock
-from chalicelib.config import ConfigurationError
-from chalicelib.errors import ValidationError
+from chalicelib.domain.clock import FakeClock
+from chalicelib.domain.config import ConfigurationError
+from chalicelib.domain.errors import ValidationError
+from chalicelib.domain.upstream import ProviderAuthError, ProviderError
 from chalicelib.providers.auth import (
     BinanceAuth,
     HeaderAuth,
@@ -30,7 +31,6 @@ from chalicelib.providers.auth import (
     okx_timestamp,
     parse_auth,
 )
-from chalicelib.providers.base import ProviderAuthError, ProviderError
 from chalicelib.providers.oauth2 import OAuth2TokenClient
 
 NOW = FakeClock().now()  # 2026-01-01T00:00:00Z

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from chalicelib.breaker import (
+from chalicelib.domain.breaker import (
     Admission,
     BreakerConfig,
     BreakerState,

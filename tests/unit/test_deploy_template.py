@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pynamodb.models import Model
 
-from chalicelib.models import ConnectionItem, DatasetItem, LimitItem, RunItem
+from chalicelib.store.items import ConnectionItem, DatasetItem, LimitItem, RunItem
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = json.loads((ROOT / "infra" / "resources.json").read_text())["Resources"]

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from chalicelib.schedule import TICK_INTERVAL_SECONDS, Health, HealthInputs, health_status
+from chalicelib.domain.planner import TICK_INTERVAL_SECONDS, Health, HealthInputs, health_status
 
 NOW = 1_700_000_000.0
 INTERVAL = 60.0

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from chalicelib.coordinator import outcome_from_state
-from chalicelib.domain import DatasetKey, DatasetState, DatasetStatus, RunStatus, SyncCounts
-from chalicelib.engine import OutcomeKind
+from chalicelib.domain.model import DatasetKey, DatasetState, DatasetStatus, RunStatus, SyncCounts
+from chalicelib.sync.coordinator import outcome_from_state
+from chalicelib.sync.engine import OutcomeKind
 
 KEY = DatasetKey("u1", "c1", "recovery")
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from chalicelib.limits import (
+from chalicelib.domain.limits import (
     Bucket,
     RateWindow,
     WindowLevels,

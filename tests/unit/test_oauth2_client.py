@@ -18,9 +18,8 @@ import pytest
 import requests
 import responses
 
-from chalicelib.clock import FakeClock
-from chalicelib.providers.auth import OAuth2Auth, parse_auth
-from chalicelib.providers.base import (
+from chalicelib.domain.clock import FakeClock
+from chalicelib.domain.upstream import (
     ProviderAuthError,
     ProviderError,
     ProviderGrantError,
@@ -28,6 +27,7 @@ from chalicelib.providers.base import (
     ProviderTimeoutError,
     TokenGrant,
 )
+from chalicelib.providers.auth import OAuth2Auth, parse_auth
 from chalicelib.providers.oauth2 import OAuth2Config, OAuth2TokenClient, needs_refresh, parse_expires_at
 
 TOKEN_URL = "https://api.prod.whoop.com/oauth/oauth2/token"

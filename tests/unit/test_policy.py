@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib.errors import ValidationError
-from chalicelib.policy import (
+from chalicelib.domain.errors import ValidationError
+from chalicelib.domain.policy import (
     DatasetSnapshot,
     Freshness,
     ReadAction,
@@ -15,7 +15,7 @@ from chalicelib.policy import (
     humanize_age,
     resolve_policy,
 )
-from chalicelib.providers.base import PolicyDefaults
+from chalicelib.domain.upstream import PolicyDefaults
 
 POLICY = SyncPolicy(cooldown_seconds=300, max_staleness_seconds=3600)
 NOW = 1_000_000.0

@@ -6,8 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from chalicelib.providers.base import UpstreamRecord
-from chalicelib.record_rules import (
+from chalicelib.domain.records import (
     MAX_RECORD_ID_BYTES,
     MAX_RECORD_JSON_BYTES,
     capped_watermark,
@@ -15,6 +14,7 @@ from chalicelib.record_rules import (
     pass_started_at,
     record_problem,
 )
+from chalicelib.domain.upstream import UpstreamRecord
 
 START = datetime(2026, 12, 2, 12, 0, tzinfo=UTC).timestamp()
 

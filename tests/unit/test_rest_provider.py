@@ -15,19 +15,19 @@ import pytest
 import requests
 import responses
 
-from chalicelib.config import ConfigurationError
-from chalicelib.errors import ValidationError
-from chalicelib.providers import registry_from_config
-from chalicelib.providers.auth import OutgoingRequest
-from chalicelib.providers.base import (
+from chalicelib.domain.config import ConfigurationError
+from chalicelib.domain.errors import ValidationError
+from chalicelib.domain.upstream import (
     FetchRequest,
     PolicyDefaults,
     ProviderAuthError,
     ProviderError,
     ProviderRateLimitError,
     ProviderTimeoutError,
-    token_client_of,
 )
+from chalicelib.providers import registry_from_config
+from chalicelib.providers.auth import OutgoingRequest
+from chalicelib.providers.base import token_client_of
 from chalicelib.providers.http import DEFAULT_MAX_RESPONSE_BYTES
 from chalicelib.providers.pagination import BodyCursor
 from chalicelib.providers.rest import RestProvider

@@ -6,7 +6,7 @@ from email.utils import formatdate
 
 import pytest
 
-from chalicelib.retry import backoff_delay, parse_reset_header, parse_retry_after
+from chalicelib.domain.retry import backoff_delay, parse_reset_header, parse_retry_after
 
 # Wed, 21 Oct 2015 07:28:00 GMT (the RFC 9110 example date)
 RFC_EXAMPLE_DATE = "Wed, 21 Oct 2015 07:28:00 GMT"

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 
 import pytest
 
-from chalicelib.domain import DatasetKey
-from chalicelib.limits import RateWindow
-from chalicelib.schedule import (
+from chalicelib.domain.limits import RateWindow
+from chalicelib.domain.model import DatasetKey
+from chalicelib.domain.planner import (
     SCHEDULE_SHARDS,
     DueDataset,
     ProviderGate,

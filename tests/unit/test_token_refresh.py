@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from chalicelib.credentials import StoredCredentials
-from chalicelib.domain import ConnectionStatus
-from chalicelib.token_refresh import RefreshStep, poll_delay, refresh_step, token_call_timeout
+from chalicelib.domain.model import ConnectionStatus
+from chalicelib.store.vault import StoredCredentials
+from chalicelib.sync.token_refresh import RefreshStep, poll_delay, refresh_step, token_call_timeout
 
 NOW = 1_767_225_600.0
 

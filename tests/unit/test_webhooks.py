@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from chalicelib.clock import FakeClock
-from chalicelib.config import ConfigurationError, Settings
-from chalicelib.domain import Connection, ConnectionStatus, DatasetKey, Trigger
-from chalicelib.errors import ClaimNotWonError, NotFoundError, QueueUnavailableError, ValidationError
-from chalicelib.policy import SyncPolicy
+from chalicelib.domain.clock import FakeClock
+from chalicelib.domain.config import ConfigurationError, Settings
+from chalicelib.domain.errors import ClaimNotWonError, NotFoundError, QueueUnavailableError, ValidationError
+from chalicelib.domain.model import Connection, ConnectionStatus, DatasetKey, Trigger
+from chalicelib.domain.policy import SyncPolicy
 from chalicelib.providers import registry_from_config
-from chalicelib.reads import PolicyResolver
-from chalicelib.webhooks import (
+from chalicelib.providers.policies import PolicyResolver
+from chalicelib.usecases.webhooks import (
     WHOOP_SIGNATURE_HEADER,
     WHOOP_TIMESTAMP_HEADER,
     WebhookConfig,

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from chalicelib.worker import job_deadline
+from chalicelib.api.events import job_deadline
 
 
 def test_a_real_lambda_leaves_a_margin_to_hand_off() -> None:

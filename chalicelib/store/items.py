@@ -18,7 +18,7 @@ from pynamodb.connection import Connection
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection
 from pynamodb.models import Model
 
-from chalicelib.config import Settings
+from chalicelib.domain.config import Settings
 
 STATE_SORT_KEY = "#state"
 RECORD_SORT_PREFIX = "r#"
@@ -47,7 +47,7 @@ class ConnectionItem(Model):
     connection_id = UnicodeAttribute(range_key=True)
     provider = UnicodeAttribute()
     credentials_sealed = UnicodeAttribute(null=True)
-    """A KMS envelope (``chalicelib.credentials``); never the plaintext."""
+    """A KMS envelope (``chalicelib.store.vault``); never the plaintext."""
     credentials_version = NumberAttribute(default=0)
     """Bumped by every credentials write: a PUT carrying credentials or a token refresh (the refresh's fence)."""
     refresh_owner = UnicodeAttribute(null=True)

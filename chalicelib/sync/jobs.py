@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from chalicelib.config import Settings
-from chalicelib.domain import DatasetKey, Trigger, validate_id
-from chalicelib.errors import ValidationError
+from chalicelib.domain.config import Settings
+from chalicelib.domain.errors import ValidationError
+from chalicelib.domain.model import DatasetKey, Trigger, validate_id
 
 JOB_VERSION = 1
 MAX_DELAY_SECONDS = 900  # SQS's limit for DelaySeconds

@@ -26,8 +26,8 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from chalicelib.domain import ConnectionStatus
-from chalicelib.errors import ConflictError, SmartSyncError
+from chalicelib.domain.errors import ConflictError, SmartSyncError
+from chalicelib.domain.model import ConnectionStatus
 
 ENVELOPE_VERSION = 1
 _NONCE_BYTES = 12  # 96 bits, the size AES-GCM is specified for

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib.clock import Clock, to_iso
-from chalicelib.config import Settings
-from chalicelib.errors import ConflictError
-from chalicelib.fanout import FanOut, SchedulerState
-from chalicelib.guard import ProviderGuard
-from chalicelib.models import LimitItem
+from chalicelib.domain.clock import Clock, to_iso
+from chalicelib.domain.config import Settings
+from chalicelib.domain.errors import ConflictError
+from chalicelib.domain.planner import SCHEDULE_SHARDS, STRETCH_WARNING, HealthInputs, health_status
 from chalicelib.providers import ProviderRegistry
-from chalicelib.schedule import SCHEDULE_SHARDS, STRETCH_WARNING, HealthInputs, health_status
-from chalicelib.store import STATS_KEY, DynamoStore
+from chalicelib.store.dynamo import STATS_KEY, DynamoStore
+from chalicelib.store.items import LimitItem
+from chalicelib.sync.pacing import ProviderGuard
+from chalicelib.usecases.fanout import FanOut, SchedulerState
 
 
 class SchedulerPausedError(ConflictError):

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from chalicelib.errors import ValidationError
-from chalicelib.providers.base import PolicyDefaults
+from chalicelib.domain.errors import ValidationError
+from chalicelib.domain.upstream import PolicyDefaults
 
 
 @dataclass(frozen=True)

@@ -11,16 +11,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
-from chalicelib.breaker import Admission, BreakerState
-from chalicelib.clock import Clock
-from chalicelib.config import Settings
-from chalicelib.domain import (
+from chalicelib.domain.breaker import Admission, BreakerState
+from chalicelib.domain.clock import Clock
+from chalicelib.domain.config import Settings
+from chalicelib.domain.errors import LeaseLostError
+from chalicelib.domain.logs import log_crash
+from chalicelib.domain.model import (
     Checkpoint,
     Connection,
     ConnectionStatus,
@@ -31,28 +32,26 @@ from chalicelib.domain import (
     SyncCounts,
     SyncRun,
     Trigger,
+    new_run_id,
 )
-from chalicelib.errors import LeaseLostError
-from chalicelib.guard import ProviderGuard, connection_scope_of
-from chalicelib.jobs import Job, JobQueue
-from chalicelib.logs import log_crash
-from chalicelib.policy import SyncPolicy, failure_backoff_seconds
-from chalicelib.providers import ProviderRegistry
-from chalicelib.providers.base import (
+from chalicelib.domain.policy import SyncPolicy, failure_backoff_seconds
+from chalicelib.domain.records import capped_watermark, describe_skipped, pass_started_at, record_problem
+from chalicelib.domain.retry import backoff_delay
+from chalicelib.domain.upstream import (
     DataTypeSpec,
     FetchRequest,
     Page,
-    Provider,
     ProviderAuthError,
     ProviderError,
     ProviderGrantError,
     ProviderRateLimitError,
     ProviderTimeoutError,
-    token_client_of,
 )
-from chalicelib.record_rules import capped_watermark, describe_skipped, pass_started_at, record_problem
-from chalicelib.retry import backoff_delay
-from chalicelib.store import DynamoStore, content_hash
+from chalicelib.providers import ProviderRegistry
+from chalicelib.providers.base import Provider, token_client_of
+from chalicelib.store.dynamo import DynamoStore, content_hash
+from chalicelib.sync.jobs import Job, JobQueue
+from chalicelib.sync.pacing import ProviderGuard, connection_scope_of
 
 logger = logging.getLogger(__name__)
 
@@ -74,15 +73,6 @@ class CredentialSource(Protocol):
         expiring, or when ``rejected`` (the provider just answered 401 to them). A refresh is single
         flight across Lambdas. Raises ``ProviderGrantError`` when the refresh token was refused."""
         ...
-
-
-def new_run_id(now: float) -> str:
-    """Sortable by creation time: a newest-first listing is a reverse range scan."""
-    return f"{int(now * 1000):013d}-{uuid.uuid4().hex[:10]}"
-
-
-def new_owner(role: str) -> str:
-    return f"{role}:{uuid.uuid4().hex[:16]}"
 
 
 class OutcomeKind(StrEnum):

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import jwt
 
-from chalicelib.config import ConfigurationError, Settings
-from chalicelib.errors import AuthenticationError, ForbiddenError
+from chalicelib.domain.config import ConfigurationError, Settings
+from chalicelib.domain.errors import AuthenticationError, ForbiddenError
 
 _LEEWAY_SECONDS = 30
 _MIN_SECRET_LENGTH = 32

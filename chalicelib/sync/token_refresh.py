@@ -19,24 +19,14 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-from chalicelib.clock import Clock
-from chalicelib.config import Settings
-from chalicelib.credentials import (
-    CredentialsChangedError,
-    CredentialVault,
-    RefreshNotWonError,
-    StoredCredentials,
-)
-from chalicelib.domain import Connection, ConnectionStatus
-from chalicelib.errors import NotFoundError
-from chalicelib.providers.base import (
-    Provider,
-    ProviderGrantError,
-    ProviderTimeoutError,
-    TokenClient,
-    token_client_of,
-)
-from chalicelib.store import DynamoStore
+from chalicelib.domain.clock import Clock
+from chalicelib.domain.config import Settings
+from chalicelib.domain.errors import NotFoundError
+from chalicelib.domain.model import Connection, ConnectionStatus
+from chalicelib.domain.upstream import ProviderGrantError, ProviderTimeoutError
+from chalicelib.providers.base import Provider, TokenClient, token_client_of
+from chalicelib.store.dynamo import DynamoStore
+from chalicelib.store.vault import CredentialsChangedError, CredentialVault, RefreshNotWonError, StoredCredentials
 
 logger = logging.getLogger(__name__)
 

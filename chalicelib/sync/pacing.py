@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from chalicelib.breaker import (
+from chalicelib.domain.breaker import (
     Admission,
     BreakerConfig,
     BreakerState,
@@ -23,10 +23,10 @@ from chalicelib.breaker import (
     after_success,
     retry_at,
 )
-from chalicelib.clock import to_iso
-from chalicelib.config import Settings
-from chalicelib.errors import StoreBusyError
-from chalicelib.limits import (
+from chalicelib.domain.clock import to_iso
+from chalicelib.domain.config import Settings
+from chalicelib.domain.errors import StoreBusyError
+from chalicelib.domain.limits import (
     RateWindow,
     WindowLevels,
     hold_all,
@@ -36,9 +36,9 @@ from chalicelib.limits import (
     take_slot,
     take_weight,
 )
-from chalicelib.models import LimitItem
 from chalicelib.providers import LimitScope, ProviderLimits, ProviderRegistry
-from chalicelib.store import DynamoStore, shared_json, shared_json_write
+from chalicelib.store.dynamo import DynamoStore, shared_json, shared_json_write
+from chalicelib.store.items import LimitItem
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

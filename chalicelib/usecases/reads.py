@@ -12,13 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from chalicelib.breaker import retry_at
-from chalicelib.clock import Clock, to_iso
-from chalicelib.config import Settings
-from chalicelib.coordinator import SyncCoordinator
-from chalicelib.domain import Connection, ConnectionStatus, DatasetKey, DatasetState, Trigger, validate_id
-from chalicelib.engine import OutcomeKind, SyncOutcome
-from chalicelib.errors import (
+from chalicelib.domain.breaker import retry_at
+from chalicelib.domain.clock import Clock, to_iso
+from chalicelib.domain.config import Settings
+from chalicelib.domain.errors import (
     ClaimNotWonError,
     ConnectionNotActiveError,
     NotFoundError,
@@ -26,9 +23,9 @@ from chalicelib.errors import (
     RateLimitedError,
     ValidationError,
 )
-from chalicelib.guard import ProviderGuard
-from chalicelib.limits import Bucket
-from chalicelib.policy import (
+from chalicelib.domain.limits import Bucket
+from chalicelib.domain.model import Connection, ConnectionStatus, DatasetKey, DatasetState, Trigger, validate_id
+from chalicelib.domain.policy import (
     DatasetSnapshot,
     Freshness,
     ReadAction,
@@ -36,10 +33,12 @@ from chalicelib.policy import (
     decide_read,
     humanize_age,
     lease_is_held,
-    resolve_policy,
 )
-from chalicelib.providers import ProviderRegistry
-from chalicelib.store import DatasetPage, DynamoStore, decode_next_token
+from chalicelib.providers.policies import PolicyResolver
+from chalicelib.store.dynamo import DatasetPage, DynamoStore, decode_next_token
+from chalicelib.sync.coordinator import SyncCoordinator
+from chalicelib.sync.engine import OutcomeKind, SyncOutcome
+from chalicelib.sync.pacing import ProviderGuard
 
 
 @dataclass(frozen=True)
@@ -95,28 +94,6 @@ def enforce_manual_refresh_limit(store: DynamoStore, user_id: str, now: float, s
         raise RateLimitedError(
             f"at most {settings.force_refresh_limit} forced refreshes per {settings.force_refresh_window_seconds}s",
             retry_after_seconds=math.ceil(wait),
-        )
-
-
-class PolicyResolver:
-    def __init__(self, registry: ProviderRegistry, settings: Settings) -> None:
-        self._registry = registry
-        self._settings = settings
-
-    def data_types(self, provider: str) -> list[str]:
-        return sorted(self._registry.get(provider).data_types())
-
-    def policy(self, provider: str, data_type: str) -> SyncPolicy:
-        spec = self._registry.get(provider).data_types().get(data_type)
-        if spec is None:
-            raise NotFoundError(f"provider {provider!r} has no data type {data_type!r}")
-        return resolve_policy(
-            provider,
-            data_type,
-            spec.policy,
-            default_cooldown_seconds=self._settings.default_cooldown_seconds,
-            default_max_staleness_seconds=self._settings.default_max_staleness_seconds,
-            overrides=self._settings.policy_overrides,
         )
 
 

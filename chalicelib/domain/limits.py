@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.retry import parse_reset_header
+from chalicelib.domain.retry import parse_reset_header
 
 # Float refill arithmetic can leave 0.9999999 of a token: that is a token (and a wait too short to sleep).
 _EPSILON = 1e-6

@@ -11,21 +11,28 @@ import logging
 from collections.abc import Callable
 from typing import TypeVar
 
-from chalicelib.clock import Clock
-from chalicelib.config import Settings
-from chalicelib.domain import (
+from chalicelib.domain.clock import Clock
+from chalicelib.domain.config import Settings
+from chalicelib.domain.errors import (
+    DatasetNotFoundError,
+    JobNotClaimableError,
+    QueueUnavailableError,
+    SyncInProgressError,
+)
+from chalicelib.domain.model import (
     Connection,
     DatasetKey,
     DatasetState,
     RunStatus,
     SyncCounts,
     Trigger,
+    new_owner,
+    new_run_id,
 )
-from chalicelib.engine import OutcomeKind, SyncEngine, SyncOutcome, new_owner, new_run_id
-from chalicelib.errors import DatasetNotFoundError, JobNotClaimableError, QueueUnavailableError, SyncInProgressError
-from chalicelib.jobs import Job, JobQueue
-from chalicelib.policy import SyncPolicy, lease_is_held
-from chalicelib.store import DynamoStore
+from chalicelib.domain.policy import SyncPolicy, lease_is_held
+from chalicelib.store.dynamo import DynamoStore
+from chalicelib.sync.engine import OutcomeKind, SyncEngine, SyncOutcome
+from chalicelib.sync.jobs import Job, JobQueue
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

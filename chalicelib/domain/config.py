@@ -10,8 +10,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from chalicelib.errors import SmartSyncError
-from chalicelib.schedule import TICK_INTERVAL_SECONDS
+from chalicelib.domain.errors import SmartSyncError
+from chalicelib.domain.planner import TICK_INTERVAL_SECONDS
 
 
 class ConfigurationError(SmartSyncError):
@@ -20,7 +20,7 @@ class ConfigurationError(SmartSyncError):
     code = "configuration_error"
 
 
-DEFAULT_PROVIDERS_FILE = Path(__file__).with_name("providers.json")
+DEFAULT_PROVIDERS_FILE = Path(__file__).resolve().parents[1] / "providers.json"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import math
 import re
 from datetime import UTC, datetime
 
-from chalicelib.providers.base import SkippedRecord, UpstreamRecord
+from chalicelib.domain.upstream import SkippedRecord, UpstreamRecord
 
 MAX_RECORD_ID_BYTES = 512
 """Well under DynamoDB's 1 KB sort key, which also holds the ``r#`` prefix."""

@@ -20,8 +20,17 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
-from chalicelib.credentials import CredentialsChangedError, RefreshNotWonError, StoredCredentials
-from chalicelib.domain import (
+from chalicelib.domain.errors import (
+    ClaimNotWonError,
+    DatasetNotFoundError,
+    JobNotClaimableError,
+    LeaseLostError,
+    StoreBusyError,
+    SyncInProgressError,
+    ValidationError,
+)
+from chalicelib.domain.limits import Bucket, take
+from chalicelib.domain.model import (
     Checkpoint,
     Connection,
     ConnectionStatus,
@@ -34,17 +43,9 @@ from chalicelib.domain import (
     SyncRun,
     Trigger,
 )
-from chalicelib.errors import (
-    ClaimNotWonError,
-    DatasetNotFoundError,
-    JobNotClaimableError,
-    LeaseLostError,
-    StoreBusyError,
-    SyncInProgressError,
-    ValidationError,
-)
-from chalicelib.limits import Bucket, take
-from chalicelib.models import (
+from chalicelib.domain.planner import DueDataset, schedule_shard
+from chalicelib.domain.upstream import UpstreamRecord
+from chalicelib.store.items import (
     RECORD_SORT_PREFIX,
     STATE_SORT_KEY,
     ConnectionItem,
@@ -55,8 +56,7 @@ from chalicelib.models import (
     StateItem,
     shared_connection,
 )
-from chalicelib.providers.base import UpstreamRecord
-from chalicelib.schedule import DueDataset, schedule_shard
+from chalicelib.store.vault import CredentialsChangedError, RefreshNotWonError, StoredCredentials
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 _ENSURE_ATTEMPTS = 3

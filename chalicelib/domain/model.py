@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from chalicelib.clock import to_iso
-from chalicelib.errors import ValidationError
+from chalicelib.domain.clock import to_iso
+from chalicelib.domain.errors import ValidationError
 
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 
@@ -89,7 +90,7 @@ class Connection:
     updated_at: float
     """When the user last PUT this connection (a token refresh does not move it)."""
     sealed_credentials: str = field(default="", repr=False)
-    """The credentials as stored: a KMS envelope (``chalicelib.credentials``), ``""`` when there are none."""
+    """The credentials as stored: a KMS envelope (``chalicelib.store.vault``), ``""`` when there are none."""
     credentials_version: int = 0
     """Bumped by every credentials write (a PUT carrying credentials, a token refresh)."""
     provider_user_id: str | None = None
@@ -249,3 +250,12 @@ class SyncRun:
             "resumed_from_checkpoint": self.resumed,
             "skipped_records": list(self.skipped_records),
         }
+
+
+def new_run_id(now: float) -> str:
+    """Sortable by creation time: a newest-first listing is a reverse range scan."""
+    return f"{int(now * 1000):013d}-{uuid.uuid4().hex[:10]}"
+
+
+def new_owner(role: str) -> str:
+    return f"{role}:{uuid.uuid4().hex[:16]}"

@@ -6,8 +6,8 @@ import logging
 from typing import Any
 
 from chalicelib.container import get_container
-from chalicelib.errors import SyncInProgressError
-from chalicelib.logs import log_crash
+from chalicelib.domain.errors import SyncInProgressError
+from chalicelib.domain.logs import log_crash
 
 logger = logging.getLogger(__name__)
 

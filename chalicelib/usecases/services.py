@@ -7,22 +7,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from chalicelib.clock import Clock, to_iso
-from chalicelib.config import Settings
-from chalicelib.coordinator import SyncCoordinator
-from chalicelib.credentials import CredentialsChangedError, CredentialsUnreadableError, CredentialVault
-from chalicelib.domain import (
-    Connection,
-    ConnectionStatus,
-    DatasetKey,
-    DatasetState,
-    DatasetStatus,
-    RunStatus,
-    Trigger,
-    validate_id,
-)
-from chalicelib.engine import OutcomeKind, SyncOutcome
-from chalicelib.errors import (
+from chalicelib.domain.clock import Clock, to_iso
+from chalicelib.domain.config import Settings
+from chalicelib.domain.errors import (
     ClaimNotWonError,
     ConnectionNotActiveError,
     DatasetNotFoundError,
@@ -32,12 +19,26 @@ from chalicelib.errors import (
     StoreBusyError,
     ValidationError,
 )
-from chalicelib.fanout import FanOut
-from chalicelib.jobs import Job, JobQueue
-from chalicelib.policy import lease_is_held, queue_claim_is_live
+from chalicelib.domain.model import (
+    Connection,
+    ConnectionStatus,
+    DatasetKey,
+    DatasetState,
+    DatasetStatus,
+    RunStatus,
+    Trigger,
+    validate_id,
+)
+from chalicelib.domain.policy import lease_is_held, queue_claim_is_live
 from chalicelib.providers import ProviderRegistry
-from chalicelib.reads import ApiResponse, PolicyResolver, enforce_manual_refresh_limit, parse_limit
-from chalicelib.store import DynamoStore
+from chalicelib.providers.policies import PolicyResolver
+from chalicelib.store.dynamo import DynamoStore
+from chalicelib.store.vault import CredentialsChangedError, CredentialsUnreadableError, CredentialVault
+from chalicelib.sync.coordinator import SyncCoordinator
+from chalicelib.sync.engine import OutcomeKind, SyncOutcome
+from chalicelib.sync.jobs import Job, JobQueue
+from chalicelib.usecases.fanout import FanOut
+from chalicelib.usecases.reads import ApiResponse, enforce_manual_refresh_limit, parse_limit
 
 logger = logging.getLogger(__name__)
 

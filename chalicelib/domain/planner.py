@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from chalicelib.domain import DatasetKey
-from chalicelib.limits import RateWindow
+from chalicelib.domain.limits import RateWindow
+from chalicelib.domain.model import DatasetKey
 
 TICK_INTERVAL_MINUTES = 1
 """The EventBridge rate (``app.py``); change it here, then redeploy."""

@@ -53,10 +53,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from chalicelib.clock import Clock
-from chalicelib.config import ConfigurationError
-from chalicelib.domain import Connection, ConnectionStatus, DatasetKey, Trigger
-from chalicelib.errors import (
+from chalicelib.domain.clock import Clock
+from chalicelib.domain.config import ConfigurationError
+from chalicelib.domain.errors import (
     AuthenticationError,
     ClaimNotWonError,
     DatasetNotFoundError,
@@ -64,7 +63,8 @@ from chalicelib.errors import (
     QueueUnavailableError,
     ValidationError,
 )
-from chalicelib.policy import SyncPolicy
+from chalicelib.domain.model import Connection, ConnectionStatus, DatasetKey, Trigger
+from chalicelib.domain.policy import SyncPolicy
 from chalicelib.providers import ProviderRegistry
 
 logger = logging.getLogger(__name__)

@@ -20,17 +20,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from chalicelib.breaker import admit
-from chalicelib.clock import Clock
-from chalicelib.config import Settings
-from chalicelib.domain import Trigger
-from chalicelib.engine import new_run_id
-from chalicelib.errors import SmartSyncError
-from chalicelib.guard import ProviderGuard
-from chalicelib.jobs import Job, JobQueue
-from chalicelib.providers import LimitScope, ProviderRegistry
-from chalicelib.reads import PolicyResolver
-from chalicelib.schedule import (
+from chalicelib.domain.breaker import admit
+from chalicelib.domain.clock import Clock
+from chalicelib.domain.config import Settings
+from chalicelib.domain.errors import SmartSyncError
+from chalicelib.domain.model import Trigger, new_run_id
+from chalicelib.domain.planner import (
     DueDataset,
     ProviderGate,
     TickPlan,
@@ -43,7 +38,11 @@ from chalicelib.schedule import (
     quota_report,
     tick_quota,
 )
-from chalicelib.store import DynamoStore
+from chalicelib.providers import LimitScope, ProviderRegistry
+from chalicelib.providers.policies import PolicyResolver
+from chalicelib.store.dynamo import DynamoStore
+from chalicelib.sync.jobs import Job, JobQueue
+from chalicelib.sync.pacing import ProviderGuard
 
 logger = logging.getLogger(__name__)
 
