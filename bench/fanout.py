@@ -28,7 +28,6 @@ import time  # noqa: E402
 from collections import Counter  # noqa: E402
 from collections.abc import Callable, Iterator, Mapping, Sequence  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
 from pathlib import Path  # noqa: E402
 from types import TracebackType  # noqa: E402
@@ -40,6 +39,7 @@ from moto import mock_aws  # noqa: E402
 from app import JOB_QUEUE_NAME, sync_worker  # noqa: E402
 from bench.calls import AWS_CALLS  # noqa: E402
 from bench.report import Table, ops_text  # noqa: E402
+from chalicelib.api.requests import connection_change  # noqa: E402
 from chalicelib.container import build_container, set_container  # noqa: E402
 from chalicelib.domain.clock import SystemClock  # noqa: E402
 from chalicelib.domain.config import DEFAULT_PROVIDERS_FILE, Settings  # noqa: E402
@@ -48,7 +48,7 @@ from chalicelib.domain.planner import TICK_INTERVAL_SECONDS, jobs_allowed, quota
 from chalicelib.domain.planner import tick_quota as planner_tick_quota  # noqa: E402
 from chalicelib.providers import DEFAULT_LIMITS, ProviderLimits, ProviderRegistry, parse_limits, registry_from_config  # noqa: E402
 from chalicelib.store.items import STATE_SORT_KEY, DatasetItem, StateItem, create_tables  # noqa: E402
-from local.run import sqs_lambda_event  # noqa: E402
+from local.emulator import Handler, QueueWorker  # noqa: E402
 
 REGION = "us-east-1"
 # The worker Lambda's timeout in .chalice/config.json: the handler gets a context with this much time.
@@ -182,84 +182,33 @@ def max_in_window(times: Sequence[float], window: float) -> int:
     return best
 
 
-# --- the SQS event source mapping, played by threads ------------------------------------------------
+# --- the queue ----------------------------------------------------------------------------------------
 
 
-@dataclass
-class LambdaContext:
-    """The parts of a Lambda context the worker handler reads."""
-
-    deadline: float
-    function_name: str = "smart-sync-bench-sync_worker"
-    aws_request_id: str = "bench"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.deadline - time.time()) * 1000))
+def sqs_client() -> Any:
+    return boto3.client("sqs", region_name=REGION)
 
 
-@dataclass
-class WorkerStats:
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    batches: int = 0
-    messages: int = 0
-    batch_item_failures: int = 0
-    handler_errors: list[str] = field(default_factory=list)
-    receive_errors: list[str] = field(default_factory=list)
-
-
-class SqsWorker:
-    """What the SQS event source mapping does for the worker Lambda: receive up to 10, invoke
-    ``app.sync_worker`` with a Lambda-shaped event, delete what it did not report as failed."""
-
-    def __init__(self, sqs: Any, queue_url: str, queue_arn: str, stop: threading.Event, stats: WorkerStats) -> None:
-        self._sqs = sqs
-        self._queue_url = queue_url
-        self._queue_arn = queue_arn
-        self._stop = stop
-        self._stats = stats
-        self._handler = cast(Callable[[dict[str, Any], Any], Any], sync_worker)
-
-    def run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                got = self._sqs.receive_message(
-                    QueueUrl=self._queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0, AttributeNames=["All"]
-                )
-            except Exception as exc:  # report, keep going
-                with self._stats.lock:
-                    self._stats.receive_errors.append(f"{type(exc).__name__}: {exc}")
-                self._stop.wait(0.5)
-                continue
-            messages = got.get("Messages", [])
-            if not messages:
-                self._stop.wait(0.1)
-                continue
-            self._deliver(messages)
-
-    def _event(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
-        return sqs_lambda_event(messages, self._queue_arn)
-
-    def _deliver(self, messages: list[dict[str, Any]]) -> None:
-        context = LambdaContext(deadline=time.time() + LAMBDA_TIMEOUT_SECONDS)
-        try:
-            result = self._handler(self._event(messages), context)
-        except Exception as exc:  # Lambda fails the whole batch: every message comes back
-            with self._stats.lock:
-                self._stats.handler_errors.append(f"{type(exc).__name__}: {exc}")
-            return
-        failures = result.get("batchItemFailures", []) if isinstance(result, dict) else []
-        failed = {str(f.get("itemIdentifier")) for f in failures}
-        entries = [
-            {"Id": str(index), "ReceiptHandle": m["ReceiptHandle"]}
-            for index, m in enumerate(messages)
-            if m["MessageId"] not in failed
-        ]
-        if entries:
-            self._sqs.delete_message_batch(QueueUrl=self._queue_url, Entries=entries)
-        with self._stats.lock:
-            self._stats.batches += 1
-            self._stats.messages += len(messages)
-            self._stats.batch_item_failures += len(failed)
+def bench_worker(
+    client: Callable[[], Any],
+    queue_url: str,
+    queue_arn: str,
+    stop: threading.Event,
+    concurrency: int,
+    handler: Handler | None = None,
+) -> QueueWorker:
+    """The shared SQS event source mapping (``local/emulator.py``) for ``app.sync_worker``, not yet started."""
+    return QueueWorker(
+        client,
+        queue_url,
+        queue_arn,
+        handler or cast(Handler, sync_worker),
+        function_name="smart-sync-bench-sync_worker",
+        timeout_seconds=LAMBDA_TIMEOUT_SECONDS,
+        stop=stop,
+        concurrency=concurrency,
+        redelivery_seconds=VISIBILITY_TIMEOUT_SECONDS,
+    )
 
 
 def queue_depth(sqs: Any, queue_url: str) -> dict[str, int]:
@@ -382,26 +331,23 @@ def bench_fanout(
         create_tables()
         set_container(container)
         stop = threading.Event()
-        stats = WorkerStats()
-        threads: list[threading.Thread] = []
+        worker = bench_worker(sqs_client, queue_url, queue_arn, stop, workers)
+        stats = worker.stats
         try:
             setup_started = time.perf_counter()
             for index in range(connections):
-                container.connections.put(f"user-{index:04d}", "bench", {"provider": "bench", "credentials": {}})
+                container.connections.put(
+                    f"user-{index:04d}", "bench", connection_change({"provider": "bench", "credentials": {}})
+                )
             setup_seconds = time.perf_counter() - setup_started
 
-            clients = [boto3.client("sqs", region_name=REGION) for _ in range(workers)]
             tally = LogTally()
             AWS_CALLS.install()
             with tally.attached(), AWS_CALLS.measure() as calls:
                 tick_started = time.monotonic()
                 ticks = [(0.0, container.fanout.tick())]
                 tick_seconds = time.monotonic() - tick_started
-                for index, client in enumerate(clients):
-                    worker = SqsWorker(client, queue_url, queue_arn, stop, stats)
-                    thread = threading.Thread(target=worker.run, name=f"bench-worker-{index}", daemon=True)
-                    threads.append(thread)
-                    thread.start()
+                worker.start("bench-worker")
                 idle_since: float | None = None
                 finished = "timeout"
                 checked_at = 0.0
@@ -426,8 +372,7 @@ def bench_fanout(
                         idle_since = None
                 done_at = time.monotonic()
                 stop.set()
-                for thread in threads:
-                    thread.join(timeout=LAMBDA_TIMEOUT_SECONDS)
+                worker.join(LAMBDA_TIMEOUT_SECONDS)
             depth_after = queue_depth(sqs, queue_url)
             states = [
                 item
@@ -436,8 +381,7 @@ def bench_fanout(
             ]
         finally:
             stop.set()
-            for thread in threads:
-                thread.join(timeout=5)
+            worker.join(5)
             close = getattr(provider, "close", None)
             if callable(close):
                 close()

@@ -49,18 +49,19 @@ from bench.calls import AWS_CALLS  # noqa: E402
 from bench.fanout import (  # noqa: E402
     REGION,
     JsonHandler,
-    LambdaContext,
     LogTally,
     fresh_aws,
     queue_depth,
     serve_in_thread,
 )
 from bench.report import Table, ops_text  # noqa: E402
+from chalicelib.api.requests import connection_change  # noqa: E402
 from chalicelib.container import Container, build_container, set_container  # noqa: E402
 from chalicelib.domain.config import Settings  # noqa: E402
 from chalicelib.domain.model import DatasetKey, Trigger  # noqa: E402
 from chalicelib.providers import ProviderRegistry, registry_from_config  # noqa: E402
 from chalicelib.store.items import create_tables  # noqa: E402
+from local.emulator import Handler, ScheduleTicker  # noqa: E402
 
 API_PREFIX = "/developer/v2"
 TOKEN_PATH = "/oauth/oauth2/token"
@@ -482,26 +483,15 @@ def close_providers(containers: Sequence[Container]) -> None:
                 close()
 
 
-def schedule_event() -> dict[str, Any]:
-    """What EventBridge hands the schedule Lambda."""
-    return {
-        "version": "0",
-        "id": str(uuid.uuid4()),
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": "123456789012",
-        "time": iso(time.time()),
-        "region": REGION,
-        "resources": [f"arn:aws:events:{REGION}:123456789012:rule/smart-sync-sync_schedule"],
-        "detail": {},
-    }
-
-
 def fire_schedule() -> dict[str, Any]:
     """The app's ``sync_schedule`` handler, invoked as EventBridge's rate rule would (uses the global container)."""
-    handler = cast(Callable[[dict[str, Any], Any], dict[str, Any]], sync_schedule)
-    context = LambdaContext(deadline=time.time() + 60, function_name="smart-sync-bench-sync_schedule")
-    return handler(schedule_event(), context)
+    ticker = ScheduleTicker(
+        cast(Handler, sync_schedule),
+        "smart-sync-bench-sync_schedule",
+        f"arn:aws:events:{REGION}:123456789012:rule/smart-sync-sync_schedule",
+        timeout_seconds=60,
+    )
+    return cast(dict[str, Any], ticker.invoke())
 
 
 def take_messages(sqs: Any, queue_url: str, expected: int) -> list[dict[str, Any]]:
@@ -649,19 +639,21 @@ def bench_refresh(
         try:
             expired_at = clock.now() - 1
             upstream.seed_tokens("at-0-consent", expired_at, "rt-0-consent")
-            status, _ = main.connections.put(
+            status = main.connections.put(
                 STORM_USER,
                 STORM_CONNECTION,
-                {
-                    "provider": STORM_PROVIDER,
-                    "credentials": {
-                        "access_token": "at-0-consent",
-                        "refresh_token": "rt-0-consent",
-                        "expires_at": expired_at,
-                    },
-                    "provider_user_id": STORM_PROVIDER_USER_ID,
-                },
-            )
+                connection_change(
+                    {
+                        "provider": STORM_PROVIDER,
+                        "credentials": {
+                            "access_token": "at-0-consent",
+                            "refresh_token": "rt-0-consent",
+                            "expires_at": expired_at,
+                        },
+                        "provider_user_id": STORM_PROVIDER_USER_ID,
+                    }
+                ),
+            ).status_code
             if status not in (200, 201):
                 raise RuntimeError(f"could not create the storm connection: {status}")
             lambdas = [lambda_container(settings, clock, config) for _ in data_types]

@@ -61,6 +61,7 @@ from bench.fanout import (  # noqa: E402
     bench_tick,
     fresh_aws,
 )
+from bench.local_load import bench_local_load  # noqa: E402
 from bench.moto_speed import apply_all as make_moto_fast  # noqa: E402
 from bench.oauth_storm import bench_refresh, with_kms_key  # noqa: E402
 from bench.report import Table, ops_text, percentile  # noqa: E402
@@ -447,7 +448,7 @@ def machine_table(results: dict[str, Any]) -> Table:
     return table
 
 
-BENCHMARKS = ("cached", "concurrent", "timing", "fanout", "tick", "refresh", "whoop")
+BENCHMARKS = ("cached", "concurrent", "timing", "fanout", "tick", "refresh", "whoop", "local-load")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -536,6 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=args.whoop_workers,
         ),
     )
+    run("local-load", lambda: bench_local_load(results))
     results["elapsed_seconds"] = round(time.perf_counter() - started, 2)
     for table in tables:
         print(table.render())

@@ -6,7 +6,7 @@ ENFORCES both limits itself: at most 100 admitted calls in any sliding 60 s wind
 cap, 429 + ``Retry-After`` beyond either (and WHOOP's ``X-RateLimit-*`` headers on every answer,
 which the providers file names as feedback). The providers file declares the same two windows.
 The app's ``sync_schedule`` handler fires at once and every 60 s, as EventBridge would, and W
-threads play the SQS event source mapping for ``sync_worker`` (``bench.fanout.SqsWorker``).
+threads play the SQS event source mapping for ``sync_worker`` (``local/emulator.py``'s ``QueueWorker``).
 
 Which window binds where: the tick spreads a window longer than the tick over that window
 (``schedule.tick_quota``: its refill, ``(requests - burst) / per_seconds``, never its burst), so
@@ -33,22 +33,20 @@ import time  # noqa: E402
 from collections import Counter  # noqa: E402
 from collections.abc import Mapping  # noqa: E402
 from dataclasses import replace  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, cast  # noqa: E402
 
-import boto3  # noqa: E402
 from chalice.test import Client  # noqa: E402
 
-from app import app  # noqa: E402
+from app import app, sync_worker  # noqa: E402
 from bench.calls import AWS_CALLS  # noqa: E402
 from bench.fanout import (  # noqa: E402
     LAMBDA_TIMEOUT_SECONDS,
-    REGION,
     LogTally,
-    SqsWorker,
-    WorkerStats,
+    bench_worker,
     fresh_aws,
     max_in_window,
     queue_depth,
+    sqs_client,
     tick_interval,
 )
 from bench.oauth_storm import (  # noqa: E402
@@ -63,10 +61,12 @@ from bench.oauth_storm import (  # noqa: E402
 )
 from bench.report import Table, ops_text  # noqa: E402
 from chalicelib.api.auth import issue_token  # noqa: E402
+from chalicelib.api.requests import connection_change  # noqa: E402
 from chalicelib.container import Container, set_container  # noqa: E402
 from chalicelib.domain.clock import SystemClock  # noqa: E402
 from chalicelib.domain.config import Settings  # noqa: E402
 from chalicelib.store.items import STATE_SORT_KEY, DatasetItem, StateItem, create_tables  # noqa: E402
+from local.emulator import Handler, QueueWorker  # noqa: E402
 
 WHOOP_PROVIDER = "whoop"
 WHOOP_DATA_TYPE = "recovery"
@@ -88,17 +88,14 @@ _LAMBDA_LEFT_AT_END_SECONDS = 35.0
 real timeout): a batch of ten paced jobs would otherwise keep the run going for another minute or more."""
 
 
-class RunBoundWorker(SqsWorker):
-    """``bench.fanout.SqsWorker`` whose Lambda context never outlives the run by more than a few seconds."""
+def run_bound_handler(ends_at: float) -> Handler:
+    """``app.sync_worker`` whose Lambda context never outlives the run by more than a few seconds."""
+    handler = cast(Handler, sync_worker)
 
-    def __init__(self, *args: Any, ends_at: float, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        handler = self._handler
+    def bounded(event: dict[str, Any], context: Any) -> Any:
+        return handler(event, replace(context, deadline=min(context.deadline, ends_at)))
 
-        def bounded(event: dict[str, Any], context: Any) -> Any:
-            return handler(event, replace(context, deadline=min(context.deadline, ends_at)))
-
-        self._handler = bounded
+    return bounded
 
 
 WHOOP_FEEDBACK_HEADERS = {
@@ -178,34 +175,29 @@ def bench_whoop(
         create_tables()
         set_container(container)
         stop = threading.Event()
-        stats = WorkerStats()
-        threads: list[threading.Thread] = []
+        worker: QueueWorker | None = None
         try:
             setup_started = time.perf_counter()
             put_connections(container, connections, expires_at=clock.now() + DAY_SECONDS)
             setup_seconds = time.perf_counter() - setup_started
+            # The worker 'Lambdas' end with the run (plus a margin), wherever in it they were invoked.
+            ends_at = time.time() + run_seconds + _LAMBDA_LEFT_AT_END_SECONDS
+            worker = bench_worker(sqs_client, queue_url, queue_arn, stop, workers, run_bound_handler(ends_at))
+            stats = worker.stats
 
-            clients = [boto3.client("sqs", region_name=REGION) for _ in range(workers)]
             tally = LogTally()
             with tally.attached(), AWS_CALLS.measure() as calls:
                 started = clock.now()
                 ticks = [(0.0, fire_schedule())]
-                for index, client in enumerate(clients):
-                    ends_at = time.time() + run_seconds + _LAMBDA_LEFT_AT_END_SECONDS
-                    worker = RunBoundWorker(client, queue_url, queue_arn, stop, stats, ends_at=ends_at)
-                    thread = threading.Thread(target=worker.run, name=f"bench-whoop-worker-{index}", daemon=True)
-                    threads.append(thread)
-                    thread.start()
+                worker.start("bench-whoop-worker")
                 while (since := clock.now() - started) < run_seconds:
                     if since >= every * len(ticks):
                         ticks.append((since, fire_schedule()))  # EventBridge's next rate tick
                     time.sleep(0.25)
                 stop.set()
                 stopped_at = clock.now() - started
-                for thread in threads:
-                    thread.join(timeout=_JOIN_SECONDS)
+                still_running = worker.join(_JOIN_SECONDS)
                 ended_at = clock.now() - started
-            still_running = sum(1 for thread in threads if thread.is_alive())
             depth_after = queue_depth(sqs, queue_url)
             states = [
                 item
@@ -215,8 +207,8 @@ def bench_whoop(
             status_code, status = operator_status(settings, clock.now())
         finally:
             stop.set()
-            for thread in threads:
-                thread.join(timeout=5)
+            if worker is not None:
+                worker.join(5)
             close_providers([container])
     threads_after = threading.active_count()
 
@@ -358,13 +350,15 @@ def put_connections(container: Container, count: int, *, expires_at: float) -> N
         container.connections.put(
             f"user-{index:04d}",
             WHOOP_PROVIDER,
-            {
-                "provider": WHOOP_PROVIDER,
-                "credentials": {
-                    "access_token": f"at-user-{index:04d}",
-                    "refresh_token": f"rt-user-{index:04d}",
-                    "expires_at": expires_at,
-                },
-                "provider_user_id": str(20_000 + index),
-            },
+            connection_change(
+                {
+                    "provider": WHOOP_PROVIDER,
+                    "credentials": {
+                        "access_token": f"at-user-{index:04d}",
+                        "refresh_token": f"rt-user-{index:04d}",
+                        "expires_at": expires_at,
+                    },
+                    "provider_user_id": str(20_000 + index),
+                }
+            ),
         )

@@ -18,11 +18,14 @@ from chalicelib.sync.engine import SyncEngine
 from chalicelib.sync.jobs import JobQueue, SqsJobQueue
 from chalicelib.sync.pacing import ProviderGuard
 from chalicelib.sync.token_refresh import CredentialKeeper
+from chalicelib.usecases.connections import ConnectionService
 from chalicelib.usecases.fanout import FanOut
+from chalicelib.usecases.manual_sync import ManualSyncService
 from chalicelib.usecases.operator import OperatorService
 from chalicelib.usecases.reads import DatasetReader
-from chalicelib.usecases.services import ConnectionService, ManualSyncService, StatusService, WorkerService
+from chalicelib.usecases.status import StatusService
 from chalicelib.usecases.webhooks import WebhookReceiver
+from chalicelib.usecases.worker_jobs import WorkerService
 
 
 @dataclass
@@ -67,7 +70,7 @@ def build_container(
     registry = registry or load_registry(settings)
     queue = queue or SqsJobQueue(settings)
     policies = PolicyResolver(registry, settings)
-    guard = ProviderGuard(store, registry, settings)
+    guard = ProviderGuard(store.shared, registry, settings)
     engine = SyncEngine(store, registry, queue, clock, settings, guard, credentials=credentials)
     coordinator = SyncCoordinator(store, engine, queue, clock, settings)
     fanout = FanOut(store, registry, policies, guard, queue, clock, settings)

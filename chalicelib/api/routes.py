@@ -6,8 +6,10 @@ from typing import Any
 
 from chalice.app import Blueprint, Request, Response
 
-from chalicelib.api.http import endpoint, json_body
+from chalicelib.api.http import endpoint
+from chalicelib.api.requests import connection_change, json_body, sync_request
 from chalicelib.container import Container
+from chalicelib.usecases.responses import ApiResponse
 
 api = Blueprint(__name__)
 
@@ -28,9 +30,8 @@ def health(container: Container, request: Request) -> dict[str, Any]:
 
 @api.route(_CONNECTION, methods=["PUT"], content_types=_BODY_TYPES)
 @endpoint(api)
-def put_connection(container: Container, request: Request, user_id: str, connection_id: str) -> Response:
-    status, body = container.connections.put(user_id, connection_id, json_body(request))
-    return Response(body=body, status_code=status, headers={"Content-Type": "application/json"})
+def put_connection(container: Container, request: Request, user_id: str, connection_id: str) -> ApiResponse:
+    return container.connections.put(user_id, connection_id, connection_change(json_body(request)))
 
 
 @api.route("/users/{user_id}/connections", methods=["GET"])
@@ -48,14 +49,14 @@ def delete_connection(container: Container, request: Request, user_id: str, conn
 
 @api.route(_CONNECTION + "/data/{data_type}", methods=["GET"])
 @endpoint(api)
-def read_data(container: Container, request: Request, user_id: str, connection_id: str, data_type: str) -> Any:
+def read_data(container: Container, request: Request, user_id: str, connection_id: str, data_type: str) -> ApiResponse:
     return container.reader.read(user_id, connection_id, data_type, _query(request))
 
 
 @api.route(_CONNECTION + "/sync", methods=["POST"], content_types=_BODY_TYPES)
 @endpoint(api)
-def force_sync(container: Container, request: Request, user_id: str, connection_id: str) -> Any:
-    return container.manual_sync.sync(user_id, connection_id, json_body(request))
+def force_sync(container: Container, request: Request, user_id: str, connection_id: str) -> ApiResponse:
+    return container.manual_sync.sync(user_id, connection_id, sync_request(json_body(request)))
 
 
 @api.route("/users/{user_id}/sync-status", methods=["GET"])

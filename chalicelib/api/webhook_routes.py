@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from chalice.app import Blueprint, Request, Response
 
-from chalicelib.api.http import JSON_HEADERS, endpoint
+from chalicelib.api.http import endpoint
+from chalicelib.api.views import JSON_HEADERS
 from chalicelib.container import Container
 from chalicelib.usecases.webhooks import ACCEPTED
 

@@ -17,8 +17,6 @@ from chalicelib.domain.planner import TICK_INTERVAL_SECONDS
 class ConfigurationError(SmartSyncError):
     """The service is misconfigured."""
 
-    code = "configuration_error"
-
 
 DEFAULT_PROVIDERS_FILE = Path(__file__).resolve().parents[1] / "providers.json"
 

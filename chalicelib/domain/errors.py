@@ -1,43 +1,36 @@
-"""Domain errors. Each carries the HTTP status and the stable code it maps to."""
+"""Domain errors: what went wrong, in the domain's words.
+
+They know nothing of HTTP: the API's one map from error type to status and code is
+``chalicelib/api/errors.py``. Some are internal signals between the store, the sync and
+the use cases (``ClaimNotWonError``, ``LeaseLostError``, ``JobNotClaimableError``,
+``SyncInProgressError``): they are always caught below the API and have no status there.
+"""
 
 from __future__ import annotations
 
 
 class SmartSyncError(Exception):
-    status = 500
-    code = "internal_error"
+    """Base of every domain error; ``message`` is safe to show to the caller."""
 
     def __init__(self, message: str = "") -> None:
         super().__init__(message)
-        self.message = message or self.__class__.__doc__ or self.code
+        self.message = message or self.__class__.__doc__ or self.__class__.__name__
 
 
 class ValidationError(SmartSyncError):
     """The request is malformed."""
 
-    status = 400
-    code = "bad_request"
-
 
 class AuthenticationError(SmartSyncError):
     """Missing, expired or invalid bearer token."""
-
-    status = 401
-    code = "unauthorized"
 
 
 class ForbiddenError(SmartSyncError):
     """The token may not act on this resource."""
 
-    status = 403
-    code = "forbidden"
-
 
 class NotFoundError(SmartSyncError):
     """The resource does not exist."""
-
-    status = 404
-    code = "not_found"
 
 
 class DatasetNotFoundError(NotFoundError):
@@ -47,33 +40,21 @@ class DatasetNotFoundError(NotFoundError):
 class QueueUnavailableError(SmartSyncError):
     """The job queue did not accept the message."""
 
-    status = 503
-    code = "queue_unavailable"
-
 
 class StoreBusyError(SmartSyncError):
     """DynamoDB kept refusing a write because of concurrent writers."""
 
-    status = 503
-    code = "busy"
-
 
 class ConflictError(SmartSyncError):
-    status = 409
-    code = "conflict"
+    """The request conflicts with the resource's current state."""
 
 
 class ConnectionNotActiveError(ConflictError):
     """The connection is paused or needs review."""
 
-    code = "connection_not_active"
-
 
 class RateLimitedError(SmartSyncError):
     """Too many manual refreshes."""
-
-    status = 429
-    code = "rate_limited"
 
     def __init__(self, message: str, retry_after_seconds: int) -> None:
         super().__init__(message)
@@ -81,10 +62,7 @@ class RateLimitedError(SmartSyncError):
 
 
 class SyncInProgressError(SmartSyncError):
-    """Another caller holds this dataset's sync lease."""
-
-    status = 409
-    code = "sync_in_progress"
+    """Another caller holds this dataset's sync lease (internal: the caller joins, or SQS redelivers the job)."""
 
     def __init__(self, message: str = "A sync of this dataset is already running", owner: str | None = None) -> None:
         super().__init__(message)
@@ -92,21 +70,12 @@ class SyncInProgressError(SmartSyncError):
 
 
 class LeaseLostError(SmartSyncError):
-    """This worker's lease expired and another caller took the dataset over."""
-
-    status = 409
-    code = "lease_lost"
+    """This worker's lease expired and another caller took the dataset over (internal: the sync stops writing)."""
 
 
 class JobNotClaimableError(SmartSyncError):
-    """The queued job was already done, superseded or taken over."""
-
-    status = 409
-    code = "job_not_claimable"
+    """The queued job was already done, superseded or taken over (internal: the worker drops it)."""
 
 
 class ClaimNotWonError(SmartSyncError):
-    """Another caller already queued or is running this dataset's sync."""
-
-    status = 409
-    code = "claim_not_won"
+    """Another caller already queued or is running this dataset's sync (internal: nothing more to queue)."""

@@ -101,9 +101,6 @@ class FetchRequest:
 class ProviderError(SmartSyncError):
     """The upstream call failed (network, timeout, 5xx, malformed answer)."""
 
-    status = 502
-    code = "upstream_error"
-
     def __init__(
         self,
         message: str,
@@ -144,8 +141,6 @@ class ProviderRateLimitError(ProviderError):
 class ProviderAuthError(ProviderError):
     """The provider rejected the connection's credentials (401/403)."""
 
-    code = "upstream_auth_error"
-
     def __init__(self, message: str, *, status_code: int | None = None) -> None:
         super().__init__(message, retryable=False, status_code=status_code)
 
@@ -157,13 +152,9 @@ class ProviderGrantError(ProviderAuthError):
     NEEDS_REVIEW at once, with this error's message (which never quotes a token) as reason.
     """
 
-    code = "upstream_grant_revoked"
-
 
 class ProviderTimeoutError(ProviderError):
     """The fetch did not finish within ``FetchRequest.timeout_seconds``."""
-
-    code = "upstream_timeout"
 
 
 @dataclass(frozen=True)

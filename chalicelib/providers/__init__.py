@@ -14,6 +14,7 @@ from chalicelib.domain.config import ConfigurationError, Settings
 from chalicelib.domain.errors import ValidationError
 from chalicelib.domain.limits import RateWindow, default_burst
 from chalicelib.providers.base import Provider
+from chalicelib.providers.config_reader import ConfigReader
 
 
 class LimitScope(StrEnum):
@@ -74,13 +75,7 @@ def _positive(value: Any, high: float) -> float | None:
 
 def _parse_window(name: str, index: int, raw: Any) -> RateWindow:
     where = f"provider {name!r}: limits.windows[{index}]"
-    if not isinstance(raw, Mapping):
-        raise ConfigurationError(f"{where} must be a JSON object")
-    unknown = sorted(set(raw) - _WINDOW_KEYS)
-    if unknown:
-        raise ConfigurationError(
-            f"{where} has unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(_WINDOW_KEYS))})"
-        )
+    raw = ConfigReader(name).mapping(raw, f"limits.windows[{index}]", _WINDOW_KEYS)
     requests = _whole(raw.get("requests"), 1, _MAX_REQUESTS)
     if requests is None:
         raise ConfigurationError(f"{where}.requests must be a whole number from 1 to {_MAX_REQUESTS}")
@@ -113,14 +108,7 @@ def _parse_window(name: str, index: int, raw: Any) -> RateWindow:
 def parse_limits(name: str, raw: Any) -> ProviderLimits:
     if raw is None:
         return DEFAULT_LIMITS
-    if not isinstance(raw, Mapping):
-        raise ConfigurationError(f"provider {name!r}: limits must be a JSON object")
-    unknown = sorted(set(raw) - _LIMIT_KEYS)
-    if unknown:
-        raise ConfigurationError(
-            f"provider {name!r}: limits has unknown key(s) {', '.join(unknown)} "
-            f"(allowed: {', '.join(sorted(_LIMIT_KEYS))})"
-        )
+    raw = ConfigReader(name).mapping(raw, "limits", _LIMIT_KEYS)
     if "windows" in raw:
         if "requests_per_second" in raw or "burst" in raw:
             raise ConfigurationError(

@@ -13,6 +13,7 @@ are raised ``from None`` so the ``requests`` exception, whose text does, is not 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,8 @@ _CHUNK_BYTES = 64 * 1024
 _MAX_HEADERS = 64
 MAX_HEADER_VALUE = 8192
 """Long enough for a ``Link`` header with several relations (GitHub's run to ~1 KB)."""
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""An RFC 9110 token: what a header name (and a Link parameter name or bare value) may be."""
 
 
 @dataclass(frozen=True)

@@ -2,77 +2,9 @@
 
 A provider entry in the providers file says where the API lives, how to authenticate,
 how it paginates and filters incrementally, and, per data type, which endpoint to call
-and where the records, their ids and stamps live in the JSON answer. This docstring is
-the reference for every key.
-
-Top-level keys
---------------
-- ``type``: ``"rest"`` (the default).
-- ``base_url`` (required): ``http(s)://host[:port][/prefix]``; no credentials, query or
-  fragment. Every call, next-page URLs included, stays on this origin and under this prefix.
-- ``timeout_seconds`` (10): upper bound for one HTTP call (more than 0, at most 900), further
-  cut to the fetch's own ``timeout_seconds``.
-- ``max_response_bytes`` (10 MiB): an answer body larger than this fails the page (not retried).
-- ``page_size`` / ``page_size_param`` (unset): send ``page_size_param=page_size`` on every
-  call; give both or neither. ``offset``, ``page_number`` and ``time_window`` use ``page_size``
-  to recognise a short (last) or a full page.
-- ``auth`` (unset = anonymous): how calls authenticate, parsed by ``providers/auth.py``
-  (``kind``: ``header`` by default, e.g. ``{"header": "Authorization", "template":
-  "Bearer {access_token}"}`` whose ``{fields}`` come from the connection's credentials).
-- ``pagination`` (unset = one page per fetch): ``{"kind": ..., ...}``, see below.
-- ``incremental`` (unset = ``since`` is ignored, every run is a full pull):
-  ``{"request_param": ...}`` sends the last run's watermark (the newest ``updated_at_field``
-  seen) on every call. Not with ``time_window``, which starts its first window at the watermark.
-  For an API that filters by *event* time only (WHOOP's ``start``), add
-  ``"event_time_lookback_seconds": N`` (and ``"time_format"``: ``iso8601`` by default, or
-  ``epoch_ms`` / ``epoch_seconds``): an incremental run then asks for everything that happened
-  in the last N seconds, catching records edited (re-scored) within that span; the periodic
-  full pass catches older edits and deletions.
-- ``default_headers`` (``{"Accept": "application/json"}``): merged over that default; must
-  not set ``Authorization`` (nor ``auth.header``) when ``auth`` is given.
-- ``rate_limit_reset_header`` (unset): the provider's own "when may I call again" header
-  (e.g. ``X-RateLimit-Reset``: epoch seconds or seconds from now), honoured like ``Retry-After``.
-- ``limits`` and ``webhooks`` are read by the registry, not here.
-- ``data_types`` (required, non-empty): name -> data type, see below.
-
-Pagination kinds (``pagination.kind``)
---------------------------------------
-- ``body_cursor`` (the default when ``kind`` is absent): ``response_field`` (dotted path to
-  the next cursor in the body; missing, null or empty = last page) and ``request_param``.
-- ``header_cursor``: ``response_header`` (the header holding the next cursor) and ``request_param``.
-- ``next_url``: ``response_field`` holds the next page's URL (absolute, or relative to the
-  page's URL); it is called exactly as given, the data type's parameters are not added again.
-- ``link_header``: the RFC 8288 ``Link`` header's ``rel="next"`` target, called as given.
-- ``offset``: ``offset_param`` (0 on the first call, then advanced by the records received);
-  the pass ends on an empty page or one shorter than ``page_size``.
-- ``page_number``: ``page_param`` and ``first_page`` (1); ends like ``offset``.
-- ``time_window``: ``start_param``, ``end_param``, ``window_seconds`` (at most one window
-  per call, e.g. Binance's 24 h), ``initial_lookback_seconds`` (how far back a full pass
-  starts), ``time_format`` (``epoch_ms`` default, ``epoch_seconds``, ``iso8601``) and
-  optional ``record_time_field``: when a window returns a full page (``page_size`` records),
-  the next window starts just after the newest record's time instead of at the window's
-  end (without it, a full window's remainder is skipped). An incremental run's first
-  window starts at the watermark. The pass ends when the next window would start at ``now``.
-
-A next-page URL that leaves the origin (scheme, host, port, userinfo) or ``base_url``'s
-path prefix fails the page, naming the pagination kind, never the URL. A page token that
-comes back unchanged is a loop and fails the page too.
-
-Data type keys
---------------
-- ``path`` (required): from ``base_url`` on, starting with ``/``, no query or fragment.
-  ``{name}`` placeholders are filled from the connection's ``settings`` (URL-quoted).
-- ``method`` (``GET``): ``GET`` or ``POST`` (parameters always travel in the query string).
-- ``query`` (``{}``): static query parameters, e.g. ``{"omitZeroBalances": "true"}``.
-- ``settings_query`` (``{}``): query parameter -> settings field, e.g. ``{"symbol": "symbol"}``.
-- ``records_path`` (``""`` = the body is the list): dotted path to the list of records.
-- ``id_field`` (``"id"``), ``updated_at_field`` (null), ``deleted_field`` (null): dotted paths
-  inside a record; a truthy ``deleted_field`` marks a tombstone.
-- ``weight`` (1): what one call costs against the provider's rate windows (Binance weight).
-- ``policy`` (``{}``): ``cooldown_seconds``, ``max_staleness_seconds``, ``schedule_every_seconds``.
-
-Settings named by ``path`` placeholders and ``settings_query`` are required when a
-connection is created (non-empty text or number, not ``.`` or ``..``).
+and where the records, their ids and stamps live in the JSON answer. The keys are read
+(and documented) by ``rest_config.py``, ``pagination_config.py``, ``data_type_config.py``
+and ``auth_config.py``; ``docs/providers.md`` is the reference for operators.
 
 Behaviour
 ---------
@@ -105,20 +37,17 @@ from chalicelib.domain.upstream import (
     ProviderError,
     ProviderRateLimitError,
     ProviderTimeoutError,
-    SkippedRecord,
-    UpstreamRecord,
 )
-from chalicelib.providers import pagination as paging
 from chalicelib.providers.auth import OutgoingRequest
+from chalicelib.providers.data_type_config import MAX_SETTING_LENGTH, DataTypeConfig, Query
 from chalicelib.providers.http import HttpAnswer, send
-from chalicelib.providers.pagination import MISSING, PaginationError, UrlScope, dig, scalar_text
-from chalicelib.providers.rest_config import (
-    MAX_SETTING_LENGTH,
-    ConfigReader,
-    DataTypeConfig,
-    Query,
-    RestProviderConfig,
-)
+from chalicelib.providers.instants import format_instant
+from chalicelib.providers.json_path import MISSING, dig, scalar_text
+from chalicelib.providers.page_links import UrlScope, split_target
+from chalicelib.providers.pagination import next_page_token, plan_page
+from chalicelib.providers.pagination_kinds import PagePlan, PaginationError, TimeWindow
+from chalicelib.providers.rest_config import RestConfigReader, RestProviderConfig
+from chalicelib.providers.rest_records import page_records
 
 # Binance answers 418 to an IP banned for ignoring 429s, with Retry-After: the same "wait" signal.
 _RATE_LIMIT_STATUSES = frozenset({418, 429})
@@ -147,8 +76,8 @@ class RestProvider:
                 type_name,
                 spec.policy,
                 weight=spec.weight,
-                incremental=config.incremental is not None or isinstance(config.pagination, paging.TimeWindow),
-                complete_listing=not isinstance(config.pagination, paging.TimeWindow),
+                incremental=config.incremental is not None or isinstance(config.pagination, TimeWindow),
+                complete_listing=not isinstance(config.pagination, TimeWindow),
             )
             for type_name, spec in config.data_types.items()
         }
@@ -160,7 +89,7 @@ class RestProvider:
         cls, name: str, config: Mapping[str, Any], *, session: requests.Session | None = None
     ) -> RestProvider:
         """Validate one providers-file entry; raises ``ConfigurationError`` naming the bad key."""
-        return cls(name, ConfigReader(name).read(config), session=session)
+        return cls(name, RestConfigReader(name).read(config), session=session)
 
     # -- Provider protocol
 
@@ -195,7 +124,7 @@ class RestProvider:
             raise ProviderTimeoutError(f"{where}: no time left for the request")
         pagination = self.config.pagination
         try:
-            plan = paging.plan_page(
+            plan = plan_page(
                 pagination, request.page_token, since=request.since, now=request.now_epoch, scope=self._scope
             )
         except PaginationError as exc:
@@ -204,7 +133,7 @@ class RestProvider:
             return Page(records=[], next_page_token=None, covered_until=self._covered_until(plan))
 
         if plan.target is not None:
-            path, query = paging.split_target(plan.target)
+            path, query = split_target(plan.target)
         else:
             path = self._scope.base_path + self._fill_path(spec, request.settings, where)
             query = self._query(spec, request, plan)
@@ -221,10 +150,10 @@ class RestProvider:
                 answer,
             ) from None
         items = self._items(body, spec, where, answer)
-        records, skipped = self._records(items, spec)
+        records, skipped = page_records(items, spec)
         target = path + (f"?{urlencode(query)}" if query else "")
         try:
-            next_token = paging.next_page_token(
+            next_token = next_page_token(
                 pagination,
                 plan,
                 token=request.page_token,
@@ -246,12 +175,12 @@ class RestProvider:
             covered_until=self._covered_until(plan) if next_token is None else None,
         )
 
-    def _covered_until(self, plan: paging.PagePlan) -> str | None:
+    def _covered_until(self, plan: PagePlan) -> str | None:
         """A time-window pass that ended has listed everything up to its last window's end."""
         pagination = self.config.pagination
-        if not isinstance(pagination, paging.TimeWindow) or plan.window is None:
+        if not isinstance(pagination, TimeWindow) or plan.window is None:
             return None
-        return paging.format_instant(plan.window.end_ms, pagination.time_format)
+        return format_instant(plan.window.end_ms, pagination.time_format)
 
     # -- extension points
 
@@ -286,7 +215,7 @@ class RestProvider:
         values = {name: quote(self._settings_value(settings, name, where), safe="") for name in spec.path_settings}
         return spec.path.format_map(values)
 
-    def _query(self, spec: DataTypeConfig, request: FetchRequest, plan: paging.PagePlan) -> Query:
+    def _query(self, spec: DataTypeConfig, request: FetchRequest, plan: PagePlan) -> Query:
         config = self.config
         query: list[tuple[str, str]] = list(spec.query)
         where = f"provider {self.name!r} data type {request.data_type!r}"
@@ -302,7 +231,7 @@ class RestProvider:
                 query.append((incremental.request_param, request.since))
             else:
                 start_ms = int((request.now_epoch - incremental.event_time_lookback_seconds) * 1000)
-                query.append((incremental.request_param, paging.format_instant(start_ms, incremental.time_format)))
+                query.append((incremental.request_param, format_instant(start_ms, incremental.time_format)))
         return tuple(query)
 
     # -- HTTP
@@ -430,30 +359,3 @@ class RestProvider:
                 ProviderError(f"{where}: records_path {target} is {found}, expected a list", retryable=False), answer
             )
         return items
-
-    @staticmethod
-    def _records(items: Sequence[Any], spec: DataTypeConfig) -> tuple[list[UpstreamRecord], list[SkippedRecord]]:
-        """The page's usable records; the others are set aside, so one bad record never blocks the rest."""
-        records: list[UpstreamRecord] = []
-        skipped: list[SkippedRecord] = []
-        for index, item in enumerate(items):
-            if not isinstance(item, Mapping):
-                skipped.append(
-                    SkippedRecord("not_an_object", detail=f"record #{index} is a JSON {type(item).__name__}")
-                )
-                continue
-            record_id = scalar_text(dig(item, spec.id_field))
-            if record_id is None:
-                skipped.append(
-                    SkippedRecord(
-                        "missing_id", detail=f"record #{index} has no usable id at id_field {spec.id_field!r}"
-                    )
-                )
-                continue
-            updated_at = scalar_text(dig(item, spec.updated_at_field)) if spec.updated_at_field else None
-            deleted = False
-            if spec.deleted_field:
-                flag = dig(item, spec.deleted_field)
-                deleted = flag is not MISSING and bool(flag)
-            records.append(UpstreamRecord(record_id=record_id, data=item, updated_at=updated_at, deleted=deleted))
-        return records, skipped

@@ -53,10 +53,10 @@ from chalicelib.domain.config import ConfigurationError
 from chalicelib.domain.errors import ValidationError
 from chalicelib.domain.upstream import DataTypeSpec, FetchRequest, Page, ProviderError, SkippedRecord, UpstreamRecord
 from chalicelib.providers.base import TokenClient
+from chalicelib.providers.config_reader import ConfigReader
 from chalicelib.providers.http import HttpAnswer
-from chalicelib.providers.pagination import dig, scalar_text
+from chalicelib.providers.json_path import dig, scalar_text
 from chalicelib.providers.rest import RestProvider
-from chalicelib.providers.rest_config import ConfigReader
 
 PER_TYPE_KEYS = ("pagination", "page_size", "page_size_param", "incremental")
 """Top-level ``rest`` keys a data type may set for itself."""

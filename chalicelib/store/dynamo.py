@@ -11,6 +11,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -56,14 +57,16 @@ from chalicelib.store.items import (
     StateItem,
     shared_connection,
 )
+from chalicelib.store.shared import SharedStore, SharedUpdate, shared_json, shared_json_write
 from chalicelib.store.vault import CredentialsChangedError, RefreshNotWonError, StoredCredentials
 
+logger = logging.getLogger(__name__)
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 _ENSURE_ATTEMPTS = 3
 _SHARED_STATE_ATTEMPTS = 8
 _TRANSACTION_ITEMS = 100  # DynamoDB's limit per TransactWriteItems
 _CLAIM_ATTEMPTS = 3
-STATS_KEY = "stats"
+_FINISH_ATTEMPTS = 3
 T = TypeVar("T")
 
 
@@ -75,16 +78,6 @@ def content_hash(data: Any) -> str:
 
 def _condition_failed(exc: Exception) -> bool:
     return getattr(exc, "cause_response_code", None) == _CONDITION_FAILED
-
-
-def shared_json(item: LimitItem | None) -> dict[str, Any] | None:
-    """The JSON document a shared item (breaker, slots, scheduler) holds; ``None`` if it has none."""
-    return json.loads(item.data_json) if item is not None and item.data_json else None
-
-
-def shared_json_write(document: dict[str, Any]) -> list[Any]:
-    """The update action that stores a shared item's JSON document (compact, the way every writer writes it)."""
-    return [LimitItem.data_json.set(json.dumps(document, separators=(",", ":")))]
 
 
 def _update_if(handle: Model, actions: list[Any], condition: Condition) -> bool:
@@ -177,6 +170,16 @@ def decode_next_token(token: str) -> str:
     if len(encoded) > 1024:
         raise ValidationError("next_token is not valid")
     return value
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A run's final record, written with the dataset's state when a sync ends; ``gate`` is the
+    provider gate's unguarded update (the sync's slot back, its statistics) that rides along."""
+
+    run: SyncRun
+    retention_seconds: float
+    gate: SharedUpdate | None = None
 
 
 @dataclass(frozen=True)
@@ -365,6 +368,29 @@ def _schedule_actions(key: DatasetKey, next_sync_at: float | None) -> list[Any]:
     return [StateItem.next_sync_at.set(next_sync_at), StateItem.schedule_shard.set(schedule_shard(key.dataset_id))]
 
 
+def _run_item(run: SyncRun, retention_seconds: float) -> RunItem:
+    return RunItem(
+        run.key.dataset_id,
+        run.run_id,
+        trigger=run.trigger.value,
+        status=run.status.value,
+        created_at=run.created_at,
+        started_at=run.started_at,
+        ended_at=run.ended_at,
+        inserted=run.counts.inserted,
+        updated=run.counts.updated,
+        unchanged=run.counts.unchanged,
+        deleted=run.counts.deleted,
+        pages=run.counts.pages,
+        upstream_calls=run.counts.upstream_calls,
+        skipped=run.counts.skipped,
+        skipped_json=json.dumps(list(run.skipped_records)) if run.skipped_records else None,
+        error=run.error,
+        resumed=run.resumed,
+        expires_at=int(run.created_at + retention_seconds),
+    )
+
+
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -372,6 +398,9 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 class DynamoStore:
     """The one storage implementation; tests run it against moto."""
+
+    def __init__(self) -> None:
+        self.shared = SharedStore()
 
     # --- connections -------------------------------------------------------
 
@@ -738,7 +767,7 @@ class DynamoStore:
         owner: str,
         now: float,
         *,
-        run_id: str,
+        run: FinishedRun,
         counts: SyncCounts,
         record_count: int | None,
         record_count_delta: int,
@@ -759,7 +788,7 @@ class DynamoStore:
             StateItem.record_count.set(record_count)
             if record_count is not None
             else StateItem.record_count.add(record_count_delta),
-            StateItem.last_run_id.set(run_id),
+            StateItem.last_run_id.set(run.run.run_id),
             StateItem.last_run_status.set(RunStatus.SUCCEEDED.value),
             StateItem.last_counts_json.set(json.dumps(counts.as_dict())),
         ]
@@ -767,16 +796,16 @@ class DynamoStore:
         if full_pass:
             actions.append(StateItem.last_full_sync_at.set(now))
         actions += _schedule_actions(key, next_sync_at)
-        self._update_as_owner(key, owner, actions)
+        self._finish_as_owner(key, owner, actions, run)
 
     def finish_failure(
-        self, key: DatasetKey, owner: str, now: float, *, run_id: str, error: str, next_sync_at: float | None
+        self, key: DatasetKey, owner: str, now: float, *, run: FinishedRun, error: str, next_sync_at: float | None
     ) -> None:
         """Keep the checkpoint: the next attempt resumes where this one stopped.
 
         ``next_sync_at`` is the schedule's retry time (backed off), or ``None`` for on-demand data.
         """
-        self._update_as_owner(
+        self._finish_as_owner(
             key,
             owner,
             [
@@ -788,9 +817,10 @@ class DynamoStore:
                 StateItem.status.set(DatasetStatus.FAILED.value),
                 StateItem.last_error.set(error[:1000]),
                 StateItem.consecutive_failures.add(1),
-                StateItem.last_run_id.set(run_id),
+                StateItem.last_run_id.set(run.run.run_id),
                 StateItem.last_run_status.set(RunStatus.FAILED.value),
             ],
+            run,
         )
 
     def hand_off(self, key: DatasetKey, owner: str, now: float, job_id: str) -> None:
@@ -820,6 +850,34 @@ class DynamoStore:
         if drop_claim:
             actions += [StateItem.queued_job_id.remove(), StateItem.queued_at.remove()]
         self._update_as_owner(key, owner, actions)
+
+    def _finish_as_owner(self, key: DatasetKey, owner: str, actions: list[Any], run: FinishedRun) -> None:
+        """The end of a sync: the dataset's state (only its lease holder may) and the run's record, in
+        one transaction, so a run is never recorded finished by a holder that had lost the lease."""
+        gate = run.gate
+        for attempt in range(_FINISH_ATTEMPTS):
+            try:
+                with TransactWrite(connection=shared_connection()) as transaction:
+                    transaction.update(_state_handle(key), actions=actions, condition=_lease_owned_by(owner))
+                    transaction.save(_run_item(run.run, run.retention_seconds))
+                    if gate is not None:
+                        transaction.update(LimitItem(gate.pk), actions=list(gate.actions))
+                return
+            except TransactWriteError as exc:
+                codes = [reason.code if reason is not None else None for reason in exc.cancellation_reasons or []]
+                if codes[:1] == ["ConditionalCheckFailed"]:
+                    raise LeaseLostError(
+                        f"lost the lease on {key.describe()} (taken over, or the dataset was deleted)"
+                    ) from exc
+                if gate is not None and codes[2:3] == ["ValidationError"]:
+                    # The gate's holders map is gone (an operator reset the gate): the dataset's end must not
+                    # depend on it. Its slot was reset with it; this one sync goes uncounted.
+                    logger.warning("finishing %s without its provider gate update: %s", key.describe(), exc)
+                    gate = None
+                    continue
+                if "TransactionConflict" not in codes or attempt + 1 == _FINISH_ATTEMPTS:
+                    raise
+        raise StoreBusyError(f"could not finish the sync of {key.describe()}; try again")
 
     def _update_as_owner(self, key: DatasetKey, owner: str, actions: list[Any]) -> None:
         """Every write a lease holder makes (renew, checkpoint, release) goes through here."""
@@ -932,26 +990,7 @@ class DynamoStore:
     # --- runs ----------------------------------------------------------------
 
     def put_run(self, run: SyncRun, retention_seconds: float) -> None:
-        RunItem(
-            run.key.dataset_id,
-            run.run_id,
-            trigger=run.trigger.value,
-            status=run.status.value,
-            created_at=run.created_at,
-            started_at=run.started_at,
-            ended_at=run.ended_at,
-            inserted=run.counts.inserted,
-            updated=run.counts.updated,
-            unchanged=run.counts.unchanged,
-            deleted=run.counts.deleted,
-            pages=run.counts.pages,
-            upstream_calls=run.counts.upstream_calls,
-            skipped=run.counts.skipped,
-            skipped_json=json.dumps(list(run.skipped_records)) if run.skipped_records else None,
-            error=run.error,
-            resumed=run.resumed,
-            expires_at=int(run.created_at + retention_seconds),
-        ).save()
+        _run_item(run, retention_seconds).save()
 
     def delete_run(self, key: DatasetKey, run_id: str) -> None:
         with contextlib.suppress(DeleteError):
@@ -993,27 +1032,7 @@ class DynamoStore:
         *,
         attempts: int = _SHARED_STATE_ATTEMPTS,
     ) -> T:
-        """Read-decide-write on one shared item, guarded by its ``version`` (optimistic concurrency).
-
-        ``decide`` gets the item as it is (``None`` if absent) and returns the answer plus the
-        update actions, or ``None`` for "nothing to write". Two Lambdas can never both act on
-        the same version: the loser re-reads and decides again.
-        """
-        handle = LimitItem(pk)
-        for _ in range(attempts):
-            current: LimitItem | None
-            try:
-                current = LimitItem.get(pk, consistent_read=True)
-            except LimitItem.DoesNotExist:
-                current = None
-            version = None if current is None or current.version is None else int(current.version)
-            result, actions = decide(current)
-            if actions is None:
-                return result
-            unchanged = LimitItem.version.does_not_exist() if version is None else LimitItem.version == version
-            if _update_if(handle, [*actions, LimitItem.version.set((version or 0) + 1)], unchanged):
-                return result
-        raise StoreBusyError("too many concurrent writers on the same shared limit; try again")
+        return self.shared.update(pk, decide, attempts=attempts)
 
     def update_shared_json(
         self,
@@ -1022,31 +1041,13 @@ class DynamoStore:
         *,
         attempts: int = _SHARED_STATE_ATTEMPTS,
     ) -> T:
-        """``update_shared`` for state kept as one JSON document (breakers, slots, the scheduler)."""
-
-        def on_item(item: LimitItem | None) -> tuple[T, list[Any] | None]:
-            current = shared_json(item)
-            result, changed = decide(current)
-            if changed is None:
-                return result, None
-            return result, shared_json_write(changed)
-
-        return self.update_shared(pk, on_item, attempts=attempts)
+        return self.shared.update_json(pk, decide, attempts=attempts)
 
     def get_shared_json(self, pk: str) -> dict[str, Any] | None:
-        try:
-            item = LimitItem.get(pk, consistent_read=True)
-        except LimitItem.DoesNotExist:
-            return None
-        return shared_json(item)
+        return self.shared.get_json(pk)
 
     def get_shared_many(self, pks: Sequence[str]) -> dict[str, LimitItem]:
-        """Several shared items in one BatchGetItem (status pages, the tick's breaker check)."""
-        found: dict[str, LimitItem] = {}
-        for chunk in _chunks(list(dict.fromkeys(pks)), 100):
-            for item in LimitItem.batch_get(chunk):
-                found[item.pk] = item
-        return found
+        return self.shared.get_many(pks)
 
     def take_token(
         self, bucket_key: str, bucket: Bucket, now: float, *, attempts: int = _SHARED_STATE_ATTEMPTS
@@ -1060,30 +1061,6 @@ class DynamoStore:
             return None, [LimitItem.tokens.set(result.tokens_after), LimitItem.updated_at.set(now)]
 
         return self.update_shared(bucket_key, decide, attempts=attempts)
-
-    # --- statistics ------------------------------------------------------------
-
-    def record_sync_stats(
-        self, scopes: Sequence[str], *, succeeded: bool, duration: float, error: str | None, now: float
-    ) -> None:
-        """Count one finished sync in each scope (the service, its provider). ADD needs no read."""
-        for scope in scopes:
-            actions: list[Any] = [
-                LimitItem.total_syncs.add(1),
-                LimitItem.duration_sum.add(round(duration, 3)),
-                LimitItem.last_duration.set(round(duration, 3)),
-                LimitItem.last_finished_at.set(now),
-            ]
-            if succeeded:
-                actions += [LimitItem.succeeded_syncs.add(1), LimitItem.consecutive_failures.set(0)]
-            else:
-                actions += [
-                    LimitItem.failed_syncs.add(1),
-                    LimitItem.consecutive_failures.add(1),
-                    LimitItem.last_error.set((error or "failed")[:500]),
-                    LimitItem.last_error_at.set(now),
-                ]
-            LimitItem(f"{STATS_KEY}#{scope}" if scope else STATS_KEY).update(actions=actions)
 
     # --- the schedule --------------------------------------------------------
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from pynamodb.attributes import (
     DiscriminatorAttribute,
+    MapAttribute,
     NumberAttribute,
     UnicodeAttribute,
 )
@@ -195,7 +196,9 @@ class LimitItem(Model):
     version = NumberAttribute(null=True)
     """Bumped by every write: the optimistic-concurrency guard (timestamps can repeat)."""
     data_json = UnicodeAttribute(null=True)
-    """Breaker, slots and scheduler state (written with ``version`` as the guard)."""
+    """A JSON document: a gate's breaker and rate windows, a scheduler's state (``version`` guards it)."""
+    holders: MapAttribute[str, float] = MapAttribute(null=True)  # type: ignore[no-untyped-call]
+    """A provider gate's running syncs, owner -> slot expiry: a sync removes only its own path when it ends."""
     # Statistics: counters updated with ADD by every finished sync, so no read is needed.
     total_syncs = NumberAttribute(null=True)
     succeeded_syncs = NumberAttribute(null=True)

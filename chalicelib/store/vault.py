@@ -26,7 +26,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from chalicelib.domain.errors import ConflictError, SmartSyncError
+from chalicelib.domain.errors import SmartSyncError
 from chalicelib.domain.model import ConnectionStatus
 
 ENVELOPE_VERSION = 1
@@ -39,32 +39,21 @@ _CONTEXT_PURPOSE = "connection-credentials"
 class CredentialsError(SmartSyncError):
     """The connection's credentials could not be sealed or opened."""
 
-    code = "credentials_error"
-
 
 class CredentialsUnavailableError(CredentialsError):
     """KMS did not answer, or refused to seal or open the credentials; trying later may work."""
-
-    status = 503
-    code = "credentials_unavailable"
 
 
 class CredentialsUnreadableError(CredentialsError):
     """The stored credentials cannot be opened: altered, copied from another connection, or an unknown format."""
 
-    code = "credentials_unreadable"
 
-
-class CredentialsChangedError(ConflictError):
+class CredentialsChangedError(SmartSyncError):
     """The connection's credentials changed meanwhile (a PUT, or another instance's token refresh)."""
 
-    code = "credentials_changed"
 
-
-class RefreshNotWonError(ConflictError):
+class RefreshNotWonError(SmartSyncError):
     """Another instance holds the connection's token refresh, or the credentials changed since they were read."""
-
-    code = "token_refresh_in_progress"
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+import math
+import random
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from chalicelib.domain.clock import Clock
@@ -40,6 +45,8 @@ T = TypeVar("T")
 # A waiter with less time than this left answers "still running" instead of taking a sync over.
 _MIN_TAKEOVER_SECONDS = 1.0
 _MAX_POLL_INTERVAL_SECONDS = 1.0
+_POLL_JITTER = (0.5, 1.0)
+"""Each sleep is this share of the interval, drawn at random, so joiners that came together do not poll together."""
 
 
 def outcome_from_state(state: DatasetState) -> SyncOutcome:
@@ -52,6 +59,55 @@ def outcome_from_state(state: DatasetState) -> SyncOutcome:
     )
 
 
+@dataclass
+class _SharedRead:
+    """The latest consistent read of one dataset's state by any of its joiners in this process."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    waiters: int = 0
+    started_at: float = -math.inf
+    state: DatasetState | None = None
+
+    def read(self, fetch: Callable[[], DatasetState | None], clock: Clock, newer_than: float) -> DatasetState | None:
+        """A read that started at ``newer_than`` or later: the last one if it did, else a new one.
+
+        One read at a time: a joiner that wakes while another's read is in flight waits for it and takes its answer.
+        """
+        with self.lock:
+            if self.started_at >= newer_than:
+                return self.state
+            started = clock.now()
+            state = fetch()
+            self.started_at, self.state = started, state
+            return state
+
+
+class _SharedStateReads:
+    """Joiners of one dataset in one process share their polls of its state.
+
+    In Lambda every joiner is a process of its own and this changes nothing. Where one process serves
+    many requests (``chalice local``, the tests) a hundred joiners would otherwise each poll the table,
+    and against one local DynamoDB endpoint starve the very sync they wait for.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reads: dict[str, _SharedRead] = {}
+
+    @contextmanager
+    def joined(self, dataset_id: str) -> Iterator[_SharedRead]:
+        with self._lock:
+            shared = self._reads.setdefault(dataset_id, _SharedRead())
+            shared.waiters += 1
+        try:
+            yield shared
+        finally:
+            with self._lock:
+                shared.waiters -= 1
+                if shared.waiters == 0:
+                    self._reads.pop(dataset_id, None)
+
+
 class SyncCoordinator:
     def __init__(
         self, store: DynamoStore, engine: SyncEngine, queue: JobQueue, clock: Clock, settings: Settings
@@ -61,6 +117,7 @@ class SyncCoordinator:
         self._queue = queue
         self._clock = clock
         self._settings = settings
+        self._state_reads = _SharedStateReads()
 
     def sync_or_join(
         self,
@@ -125,20 +182,35 @@ class SyncCoordinator:
     ) -> DatasetState | None:
         """Poll the state until the running sync ends or the lease frees; ``None`` if the deadline passes.
 
-        The interval grows (x1.5 up to 1 s) so many waiters on a long sync stay cheap.
+        The first look comes after a sleep (the failed acquire just saw the lease held). Then the interval
+        doubles up to 1 s, each sleep jittered so that joiners who came together spread out, and the last
+        look is at the deadline itself. Joiners of one dataset in one process share their reads.
         """
-        interval = self._settings.join_poll_interval_seconds
-        while True:
-            current = self._store.get_state(key, consistent=True)
-            now = self._clock.now()
-            if current is None:
-                raise DatasetNotFoundError(f"dataset {key.describe()} was deleted")
-            if not lease_is_held(current.lease_expires_at, now):
-                return current
-            if now + interval >= deadline:
-                return None
-            self._clock.sleep(interval)
-            interval = min(interval * 1.5, max(_MAX_POLL_INTERVAL_SECONDS, self._settings.join_poll_interval_seconds))
+        base = self._settings.join_poll_interval_seconds
+        cap = max(_MAX_POLL_INTERVAL_SECONDS, base)
+        interval = base
+        with self._state_reads.joined(key.dataset_id) as shared:
+            started = self._clock.now()
+            while True:
+                pause, left = interval * random.uniform(*_POLL_JITTER), deadline - self._clock.now()
+                last_look = pause >= left
+                self._clock.sleep(max(0.0, min(pause, left)))
+                woke = self._clock.now()
+                current = shared.read(
+                    lambda: self._store.get_state(key, consistent=True),
+                    self._clock,
+                    # Another joiner's read counts if it began after this one joined and no more than a base
+                    # interval before it woke: never older than what this joiner would have seen polling alone.
+                    newer_than=max(started, woke - base),
+                )
+                now = self._clock.now()
+                if current is None:
+                    raise DatasetNotFoundError(f"dataset {key.describe()} was deleted")
+                if not lease_is_held(current.lease_expires_at, now):
+                    return current
+                if last_look or now >= deadline:
+                    return None
+                interval = min(interval * 2, cap)
 
     def queue_background(
         self,

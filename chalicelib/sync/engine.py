@@ -49,9 +49,9 @@ from chalicelib.domain.upstream import (
 )
 from chalicelib.providers import ProviderRegistry
 from chalicelib.providers.base import Provider, token_client_of
-from chalicelib.store.dynamo import DynamoStore, content_hash
+from chalicelib.store.dynamo import DynamoStore, FinishedRun, content_hash
 from chalicelib.sync.jobs import Job, JobQueue
-from chalicelib.sync.pacing import ProviderGuard, connection_scope_of
+from chalicelib.sync.pacing import ProviderGuard, SyncEnd, connection_scope_of
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +140,12 @@ class _Progress:
     refreshed: bool = False
     """The credentials were refreshed after a 401 in this sync (only once: a second 401 is real)."""
     skipped_samples: list[str] = field(default_factory=list)
+    token_in_hand: bool = False
+    """The start's write already took the first call's weight."""
+    safe_until: float = 0.0
+    """Until then the lease is surely ours (half its TTL left): writing records needs no fence write first."""
+    run_recorded: bool = False
+    """The run's RUNNING record is written (at its first checkpoint: a one-page sync writes its run once)."""
     complete_listing: bool = True
     """The provider lists every record on a full pass (so unseen records may be swept)."""
 
@@ -160,7 +166,7 @@ class SyncEngine:
         queue: JobQueue,
         clock: Clock,
         settings: Settings,
-        guard: ProviderGuard | None = None,
+        guard: ProviderGuard,
         random_unit: Callable[[], float] = random.random,
         *,
         credentials: CredentialSource,
@@ -170,7 +176,7 @@ class SyncEngine:
         self._queue = queue
         self._clock = clock
         self._settings = settings
-        self._guard = guard or ProviderGuard(store, registry, settings)
+        self._guard = guard
         self._random = random_unit
         self._credentials = credentials
 
@@ -198,21 +204,30 @@ class SyncEngine:
         Every wait is short and the lease (and slot) are renewed between waits, so a sync
         that waits never outlives its lease.
         """
+        now = self._clock.now()
+        spec = self._registry.get(connection.provider).data_types().get(state.key.data_type)
+        spec = spec or DataTypeSpec(state.key.data_type)
+        ttl = self._settings.lease_ttl_seconds
         progress = _Progress(
             key=state.key,
             owner=owner,
             provider=connection.provider,
             deadline=deadline,
-            renew_at=self._clock.now() + self._renew_every,
+            renew_at=now + self._renew_every,
             connection_scope=connection_scope_of(connection.user_id, connection.connection_id),
+            weight=spec.weight,
+            complete_listing=spec.complete_listing,
+            safe_until=(state.lease_expires_at if state.lease_expires_at is not None else now + ttl) - ttl / 2,
         )
         try:
-            admission = self._guard.admit(progress.provider, owner, self._clock.now())
+            start = self._guard.start(progress.provider, owner, now, weight=progress.weight)
+            admission = start.admission
             if not admission.allowed:
                 outage = self._outage_message(progress.provider)
                 return self._defer_start(progress, state, admission.retry_after_seconds, outage, breaker_open=True)
             progress.probe = admission.probe
-            refusal = self._wait_for_slot(progress)
+            progress.token_in_hand = start.take is not None and start.take.granted
+            refusal = None if start.slot_wait is None else self._wait_for_slot(progress)
         except LeaseLostError as exc:  # taken over while waiting for a slot (or the dataset was deleted)
             self._release_probe(progress)
             return SyncOutcome(OutcomeKind.LEASE_LOST, None, SyncCounts(), error=str(exc))
@@ -227,7 +242,8 @@ class SyncEngine:
         try:
             return self._run(connection, state, policy, run_id, trigger, created_at, admission, progress)
         finally:
-            self._guard.release_slot(progress.provider, owner)
+            if progress.slot_held:  # not given back by the sync's final write (handed off, lease lost, crashed)
+                self._guard.finish(progress.provider, owner, None)
 
     @property
     def _renew_every(self) -> float:
@@ -296,6 +312,7 @@ class SyncEngine:
         if now < progress.renew_at:
             return
         self._store.renew_lease(progress.key, progress.owner, now, self._settings.lease_ttl_seconds)
+        progress.safe_until = now + self._settings.lease_ttl_seconds / 2
         if progress.slot_held:
             wait = self._guard.take_slot(progress.provider, progress.owner, now)
             if wait is not None:  # our slot expired and others filled it: stop calling, continue later
@@ -320,8 +337,6 @@ class SyncEngine:
         provider = self._registry.get(progress.provider)
         started = self._clock.now()
         spec = provider.data_types().get(key.data_type) or DataTypeSpec(key.data_type)
-        progress.weight = spec.weight
-        progress.complete_listing = spec.complete_listing
         checkpoint = state.checkpoint
         if checkpoint is not None and state.consecutive_failures >= _RESTART_AFTER_FAILURES:
             # A checkpoint that keeps failing may hold a page token the provider no longer honours.
@@ -341,7 +356,6 @@ class SyncEngine:
         )
         logger.info("sync started: %s run=%s trigger=%s", key.describe(), run_id, trigger.value)
         try:
-            self._store.put_run(run, self.retention_seconds)
             credentials = self._open_credentials(connection, provider, progress, rejected=False)
             while True:
                 if deadline is not None and progress.upstream_calls > 0 and self._clock.now() >= deadline:
@@ -358,7 +372,7 @@ class SyncEngine:
                     sleep=self._clock.sleep,
                 )
                 page, credentials = self._fetch(connection, provider, request, progress, admission.state_after)
-                self._store.renew_lease(key, owner, self._clock.now(), self._settings.lease_ttl_seconds)
+                self._fence(progress)
                 progress.counts = progress.counts.plus(
                     self._store_page(key, page, checkpoint.generation if checkpoint.since is None else None, progress)
                 )
@@ -368,6 +382,10 @@ class SyncEngine:
                 if checkpoint.pages_done >= self._settings.max_pages_per_run:
                     raise ProviderError(f"pagination did not end after {checkpoint.pages_done} pages", retryable=False)
                 self._store.save_checkpoint(key, owner, self._clock.now(), self._settings.lease_ttl_seconds, checkpoint)
+                progress.safe_until = self._clock.now() + self._settings.lease_ttl_seconds / 2
+                if not progress.run_recorded:  # a sync of several pages shows as running from its second page
+                    self._store.put_run(run, self.retention_seconds)
+                    progress.run_recorded = True
         except _WaitRequired as wait:
             return self._hand_off(run, progress, delay_seconds=wait.seconds, reason=wait.reason)
         except LeaseLostError as exc:
@@ -476,6 +494,9 @@ class SyncEngine:
         raise exc
 
     def _take_token(self, progress: _Progress) -> None:
+        if progress.token_in_hand:  # taken by the start's own write
+            progress.token_in_hand = False
+            return
         waited = 0.0
         while True:
             wait = self._guard.take_token(
@@ -590,7 +611,7 @@ class SyncEngine:
         record_count: int | None = None
         full_pass = checkpoint.since is None
         if full_pass and progress.complete_listing:
-            self._store.renew_lease(key, owner, self._clock.now(), self._settings.lease_ttl_seconds)
+            self._fence(progress)
             deleted, record_count = self._store.sweep_unseen_records(key, checkpoint.generation)
             progress.counts = progress.counts.plus(SyncCounts(deleted=deleted))
         counts = progress.totals()
@@ -602,11 +623,12 @@ class SyncEngine:
             lookback_seconds=self._settings.watermark_lookback_seconds,
         )
         next_sync_at = None if policy.schedule_every_seconds is None else now + policy.schedule_every_seconds
+        end = SyncEnd(True, now - (run.started_at or now), None, now)
         self._store.finish_success(
             key,
             owner,
             now,
-            run_id=run.run_id,
+            run=self._finished(run, RunStatus.SUCCEEDED, counts, None, progress, end),
             counts=counts,
             record_count=record_count,
             record_count_delta=counts.inserted - counts.deleted,
@@ -614,11 +636,11 @@ class SyncEngine:
             next_sync_at=next_sync_at,
             full_pass=full_pass,
         )
-        self._finish_run(run, RunStatus.SUCCEEDED, counts, None, progress)
+        progress.slot_held = False  # given back by that write
         self._observe_limits(progress)
         if connection.auth_failures:
             self._store.reset_auth_failures(connection)
-        self._record_stats(run, connection.provider, succeeded=True, error=None)
+
         logger.info("sync succeeded: %s run=%s %s", key.describe(), run.run_id, counts.as_dict())
         return SyncOutcome(OutcomeKind.SUCCEEDED, run.run_id, counts)
 
@@ -647,15 +669,21 @@ class SyncEngine:
                 base_seconds=self._settings.failure_backoff_base_seconds,
                 max_seconds=self._settings.failure_backoff_max_seconds,
             )
+        end = SyncEnd(False, now - (run.started_at or now), error, now)
         try:
             self._store.finish_failure(
-                run.key, progress.owner, now, run_id=run.run_id, error=error, next_sync_at=next_sync_at
+                run.key,
+                progress.owner,
+                now,
+                run=self._finished(run, RunStatus.FAILED, counts, error, progress, end),
+                error=error,
+                next_sync_at=next_sync_at,
             )
+            progress.slot_held = False  # given back by that write
         except LeaseLostError as exc:
             return self._abandon(run, progress, str(exc))
-        self._finish_run(run, RunStatus.FAILED, counts, error, progress)
         self._observe_limits(progress)
-        self._record_stats(run, connection.provider, succeeded=False, error=error)
+
         if isinstance(provider_error, ProviderGrantError):
             # The credential keeper already marked the connection NEEDS_REVIEW: retrying cannot help.
             logger.warning("connection %s/%s needs review: %s", connection.user_id, connection.connection_id, error)
@@ -683,15 +711,6 @@ class SyncEngine:
         current = self._store.get_connection(connection.user_id, connection.connection_id, consistent=True)
         if current is not None and current.status is ConnectionStatus.ACTIVE:
             self._store.set_schedule(keys, now)
-
-    def _record_stats(self, run: SyncRun, provider: str, *, succeeded: bool, error: str | None) -> None:
-        now = self._clock.now()
-        try:
-            self._store.record_sync_stats(
-                ["", provider], succeeded=succeeded, duration=now - (run.started_at or now), error=error, now=now
-            )
-        except Exception:  # statistics must never fail a sync
-            logger.exception("could not record sync statistics")
 
     def _hand_off(
         self, run: SyncRun, progress: _Progress, *, delay_seconds: float = 0.0, reason: str | None = None
@@ -762,6 +781,18 @@ class SyncEngine:
     def _finish_run(
         self, run: SyncRun, status: RunStatus, counts: SyncCounts, error: str | None, progress: _Progress
     ) -> None:
+        self._store.put_run(self._finished(run, status, counts, error, progress).run, self.retention_seconds)
+
+    def _finished(
+        self,
+        run: SyncRun,
+        status: RunStatus,
+        counts: SyncCounts,
+        error: str | None,
+        progress: _Progress,
+        end: SyncEnd | None = None,
+    ) -> FinishedRun:
+        """The run's final record; with ``end``, also the slot back and the sync counted (same write)."""
         finished = SyncRun(
             key=run.key,
             run_id=run.run_id,
@@ -775,4 +806,18 @@ class SyncEngine:
             resumed=run.resumed,
             skipped_records=tuple(progress.skipped_samples),
         )
-        self._store.put_run(finished, self.retention_seconds)
+        if end is None or not progress.slot_held:
+            return FinishedRun(finished, self.retention_seconds)
+        return FinishedRun(
+            finished, self.retention_seconds, self._guard.end_update(progress.provider, progress.owner, end)
+        )
+
+    def _fence(self, progress: _Progress) -> None:
+        """Before records are written: renew the lease unless it surely is still ours. A holder whose
+        lease ran past half its TTL renews first (a holder that lost it writes nothing); a dataset
+        deleted meanwhile is caught by the end's own fence, and its records purged (``_abandon``)."""
+        now = self._clock.now()
+        if now < progress.safe_until:
+            return
+        self._store.renew_lease(progress.key, progress.owner, now, self._settings.lease_ttl_seconds)
+        progress.safe_until = now + self._settings.lease_ttl_seconds / 2

@@ -1,17 +1,21 @@
-"""A provider's shared limits, as every Lambda sees them: breaker, concurrency slots, rate windows.
+"""A provider's shared limits, as every Lambda sees them: breaker, running syncs, rate windows.
 
-The decisions are pure (``breaker.py``, ``limits.py``); this module only reads and writes
-their state in DynamoDB (one item each, version-guarded) so every worker agrees. All of a
-provider's rate windows live in ONE item per limit scope, so taking from every window is one
-read and one conditional write.
+The decisions are pure (``domain/gate.py``, ``domain/breaker.py``, ``domain/limits.py``); this module
+reads and writes their state so every worker agrees. A provider's breaker, its running syncs, its
+shared rate windows and its statistics sit in ONE gate item, so a sync's start (admission, slot and
+first call) is one conditional write, each later call one more, and its end (slot back, statistics)
+one unguarded write. A provider whose limits are per connection keeps each connection's windows in
+an item of their own.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
+
+from botocore.exceptions import ClientError
 
 from chalicelib.domain.breaker import (
     Admission,
@@ -21,44 +25,45 @@ from chalicelib.domain.breaker import (
     admit,
     after_failure,
     after_success,
-    retry_at,
 )
-from chalicelib.domain.clock import to_iso
 from chalicelib.domain.config import Settings
 from chalicelib.domain.errors import StoreBusyError
-from chalicelib.domain.limits import (
-    RateWindow,
-    WindowLevels,
-    hold_all,
-    levels_at,
-    may_tighten,
-    observe,
-    take_slot,
-    take_weight,
-)
+from chalicelib.domain.gate import GateLimits, Start, decide_start
+from chalicelib.domain.limits import RateWindow, WindowLevels, hold_all, may_tighten, observe, take_slot, take_weight
 from chalicelib.providers import LimitScope, ProviderLimits, ProviderRegistry
-from chalicelib.store.dynamo import DynamoStore, shared_json, shared_json_write
 from chalicelib.store.items import LimitItem
+from chalicelib.store.shared import (
+    SharedStore,
+    SharedUpdate,
+    holder_actions,
+    holder_path,
+    holders_of,
+    shared_json_write,
+)
+from chalicelib.sync.limits_view import breaker_of, gate_document, legacy_windows, provider_views, windows_of
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+GateStep = Callable[[LimitItem | None, dict[str, Any]], tuple[T, dict[str, Any] | None, list[Any]]]
+"""Gets the gate item and its document; gives the answer, the new document (``None``: unchanged), holder actions."""
+Changes = tuple[T, dict[str, Any] | None, list[Any]]
 
 _TOKEN_ATTEMPTS = 3
-# Giving a slot back must not fail under contention (a leaked slot lowers the cap until it expires).
-_RELEASE_ATTEMPTS = 30
 
 
-def breaker_key(provider: str) -> str:
-    return f"breaker#{provider}"
+def gate_key(provider: str) -> str:
+    """The item holding a provider's breaker, running syncs, shared rate windows and statistics."""
+    return f"gate#{provider}"
 
 
-def slots_key(provider: str) -> str:
-    return f"slots#{provider}"
+def legacy_windows_key(provider: str) -> str:
+    """Where versions before the gate kept a provider's windows (read along with a gate never written)."""
+    return f"bucket#{provider}"
 
 
-def bucket_key(provider: str, connection_scope: str | None = None) -> str:
-    """The item holding a limit scope's rate windows: the provider's, or one connection's own."""
-    return f"bucket#{provider}" if connection_scope is None else f"bucket#{provider}#{connection_scope}"
+def connection_windows_key(provider: str, connection_scope: str) -> str:
+    """The item holding one connection's rate windows (providers that limit each API key)."""
+    return f"bucket#{provider}#{connection_scope}"
 
 
 def connection_scope_of(user_id: str, connection_id: str) -> str:
@@ -66,17 +71,38 @@ def connection_scope_of(user_id: str, connection_id: str) -> str:
     return f"{user_id}#{connection_id}"
 
 
-def window_state(item: LimitItem | None, windows: Sequence[RateWindow]) -> WindowLevels:
-    """A bucket item as window levels: the JSON document, or a single-bucket item from before windows."""
-    document = shared_json(item)
-    if item is None or document is not None:
-        return WindowLevels.from_dict(document, windows)
-    return WindowLevels.from_single_bucket(item.tokens, item.updated_at, windows)
+@dataclass(frozen=True)
+class SyncEnd:
+    """How a sync ended, for the provider's statistics."""
+
+    succeeded: bool
+    duration_seconds: float
+    error: str | None
+    at: float
+
+
+def _stats_actions(end: SyncEnd) -> list[Any]:
+    duration = round(end.duration_seconds, 3)
+    actions: list[Any] = [
+        LimitItem.total_syncs.add(1),
+        LimitItem.duration_sum.add(duration),
+        LimitItem.last_duration.set(duration),
+        LimitItem.last_finished_at.set(end.at),
+    ]
+    if end.succeeded:
+        return [*actions, LimitItem.succeeded_syncs.add(1), LimitItem.consecutive_failures.set(0)]
+    return [
+        *actions,
+        LimitItem.failed_syncs.add(1),
+        LimitItem.consecutive_failures.add(1),
+        LimitItem.last_error.set((end.error or "failed")[:500]),
+        LimitItem.last_error_at.set(end.at),
+    ]
 
 
 class ProviderGuard:
-    def __init__(self, store: DynamoStore, registry: ProviderRegistry, settings: Settings) -> None:
-        self._store = store
+    def __init__(self, shared: SharedStore, registry: ProviderRegistry, settings: Settings) -> None:
+        self._shared = shared
         self._registry = registry
         self._settings = settings
 
@@ -88,87 +114,163 @@ class ProviderGuard:
             probe_ttl_seconds=float(self._settings.lease_ttl_seconds),
         )
 
-    def _update_windows(
+    def _shares_windows(self, limits: ProviderLimits) -> bool:
+        return limits.scope is LimitScope.PROVIDER
+
+    def _update_gate(
         self,
         provider: str,
-        connection_scope: str | None,
-        step: Callable[[Sequence[RateWindow], WindowLevels], tuple[T, WindowLevels | None]],
+        step: GateStep[T],
         *,
         attempts: int | None = None,
     ) -> T:
-        """Read one limit scope's windows, let ``step`` decide (an answer, and the state to write or
-        ``None``), and write it guarded by the item's version: one read and at most one write."""
-        limits = self._registry.limits(provider)
-        windows = limits.windows
-        key = self._limit_key(provider, limits, connection_scope)
+        """Read-decide-write on the gate item (see ``GateStep``)."""
 
         def decide(item: LimitItem | None) -> tuple[T, list[Any] | None]:
-            answer, after = step(windows, window_state(item, windows))
-            return answer, (None if after is None else shared_json_write(after.to_dict(windows)))
+            answer, document, extra = step(item, gate_document(item))
+            actions = [*([] if document is None else shared_json_write(document)), *extra]
+            return answer, (actions or None)
 
+        legacy = legacy_windows_key(provider)
         if attempts is None:
-            return self._store.update_shared(key, decide)
-        return self._store.update_shared(key, decide, attempts=attempts)
+            return self._shared.update(gate_key(provider), decide, companion=legacy)
+        return self._shared.update(gate_key(provider), decide, attempts=attempts, companion=legacy)
 
-    def _limit_key(self, provider: str, limits: ProviderLimits, connection_scope: str | None) -> str:
-        if limits.scope is LimitScope.CONNECTION:
-            if not connection_scope:
-                raise ValueError(f"provider {provider!r} limits each connection: a connection_scope is needed")
-            return bucket_key(provider, connection_scope)
-        return bucket_key(provider)
+    def _gate_windows(self, provider: str, item: LimitItem | None, windows: Sequence[RateWindow]) -> WindowLevels:
+        """The gate's windows; before its first write, what an earlier version left (a hold is kept)."""
+        if item is not None:
+            return windows_of(item, windows, in_gate=True)
+        return legacy_windows(self._shared.peek(legacy_windows_key(provider)), windows)
 
-    # --- breaker ---------------------------------------------------------------
+    # --- a sync's start and end ----------------------------------------------------
+
+    def start(
+        self, provider: str, owner: str, now: float, *, weight: float = 1, feedback: Mapping[str, str] | None = None
+    ) -> Start:
+        """Admission, a running-sync slot and (when the windows are the provider's) the first call's
+        weight, in one write. Nothing is written for a refusal that changes nothing."""
+        limits = self._registry.limits(provider)
+        shared_windows = limits.windows if self._shares_windows(limits) else None
+        gate = GateLimits(limits.max_concurrent_syncs, float(self._settings.lease_ttl_seconds), shared_windows)
+
+        def step(item: LimitItem | None, document: dict[str, Any]) -> Changes[Start]:
+            breaker = BreakerState.from_dict(document.get("breaker"))
+            levels = None if shared_windows is None else self._gate_windows(provider, item, shared_windows)
+            start = decide_start(
+                breaker,
+                holders_of(item),
+                levels,
+                owner=owner,
+                now=now,
+                limits=gate,
+                config=self.breaker_config,
+                weight=weight,
+                feedback=feedback,
+            )
+            changed = dict(document)
+            if start.admission.state_after != breaker:
+                changed["breaker"] = start.admission.state_after.to_dict()
+            if shared_windows is not None and start.take is not None and start.take.state_after is not None:
+                changed["windows"] = start.take.state_after.to_dict(shared_windows)
+            holders = (
+                [] if start.slot is None or not start.slot.granted else holder_actions(item, start.slot.holders_after)
+            )
+            return start, (changed if changed != document else None), holders
+
+        return self._update_gate(provider, step)
+
+    def renew_slot(self, provider: str, owner: str, now: float) -> float | None:
+        """Keep (or take) a running-sync slot; ``None`` when held, else seconds until one may free."""
+        return self.take_slot(provider, owner, now)
+
+    def take_slot(self, provider: str, owner: str, now: float) -> float | None:
+        capacity = self._registry.limits(provider).max_concurrent_syncs
+        ttl = float(self._settings.lease_ttl_seconds)
+
+        def step(item: LimitItem | None, _document: dict[str, Any]) -> Changes[float | None]:
+            result = take_slot(holders_of(item), owner, capacity, now, ttl)
+            if not result.granted:
+                return result.retry_after_seconds, None, []
+            return None, None, holder_actions(item, result.holders_after)
+
+        try:
+            return self._update_gate(provider, step, attempts=_TOKEN_ATTEMPTS)
+        except StoreBusyError:
+            return 0.2  # lost every race: somebody else just joined; try again shortly
+
+    def end_update(self, provider: str, owner: str, end: SyncEnd) -> SharedUpdate:
+        """The slot back and the sync counted, as an update to ride in the dataset's final transaction."""
+        return SharedUpdate(gate_key(provider), (holder_path(owner).remove(), *_stats_actions(end)))
+
+    def finish(self, provider: str, owner: str, end: SyncEnd | None) -> None:
+        """Give the slot back and count the sync, in one write that needs no read (it may race anyone)."""
+        actions = [holder_path(owner).remove(), *([] if end is None else _stats_actions(end))]
+        try:
+            self._shared.add(gate_key(provider), actions)
+        except ClientError as exc:  # no holders map at all (the gate was reset): only the statistics are left
+            if exc.response.get("Error", {}).get("Code") != "ValidationException" or end is None:
+                logger.warning("could not give back a %s slot; it frees itself when it expires", provider)
+                return
+            self._shared.add(gate_key(provider), _stats_actions(end))
+        except Exception:
+            logger.exception("could not give back a %s slot or count its sync", provider)
+
+    # --- breaker ---------------------------------------------------------------------
 
     def breaker(self, provider: str) -> BreakerState:
-        return BreakerState.from_dict(self._store.get_shared_json(breaker_key(provider)))
+        return breaker_of(self._shared.get(gate_key(provider)))
 
     def admit(self, provider: str, owner: str, now: float) -> Admission:
-        """May ``owner`` start calling the provider? A won half-open probe is written; nothing else is."""
+        """Admission alone (no slot, no call): the breaker's answer, a won half-open probe written."""
         config = self.breaker_config
 
-        def decide(current: dict[str, Any] | None) -> tuple[Admission, dict[str, Any] | None]:
-            state = BreakerState.from_dict(current)
+        def step(
+            _item: LimitItem | None, document: dict[str, Any]
+        ) -> tuple[Admission, dict[str, Any] | None, list[Any]]:
+            state = BreakerState.from_dict(document.get("breaker"))
             admission = admit(state, owner, now, config)
-            return admission, (admission.state_after.to_dict() if admission.state_after != state else None)
+            if admission.state_after == state:
+                return admission, None, []
+            return admission, {**document, "breaker": admission.state_after.to_dict()}, []
 
-        return self._store.update_shared_json(breaker_key(provider), decide)
+        return self._update_gate(provider, step)
+
+    def _change_breaker(
+        self, provider: str, change: Callable[[BreakerState], BreakerState], *, attempts: int | None = None
+    ) -> BreakerState:
+        def step(
+            _item: LimitItem | None, document: dict[str, Any]
+        ) -> tuple[BreakerState, dict[str, Any] | None, list[Any]]:
+            state = BreakerState.from_dict(document.get("breaker"))
+            after = change(state)
+            return after, (None if after == state else {**document, "breaker": after.to_dict()}), []
+
+        return self._update_gate(provider, step, attempts=attempts)
 
     def record_success(self, provider: str, seen: BreakerState) -> None:
         """The provider answered. Free when the breaker was already clean (the usual case)."""
         if seen.status is BreakerStatus.CLOSED and seen.consecutive_failures == 0:
             return
-
-        def decide(current: dict[str, Any] | None) -> tuple[None, dict[str, Any] | None]:
-            state = BreakerState.from_dict(current)
-            after = after_success(state)
-            return None, (after.to_dict() if after != state else None)
-
-        self._store.update_shared_json(breaker_key(provider), decide)
+        self._change_breaker(provider, after_success)
         if seen.status is not BreakerStatus.CLOSED:
             logger.warning("provider %s answered again: circuit closed", provider)
 
     def release_probe(self, provider: str, owner: str) -> None:
         """Our probe will not report (it was deferred or handed off): let the next caller probe at once."""
 
-        def decide(current: dict[str, Any] | None) -> tuple[None, dict[str, Any] | None]:
-            state = BreakerState.from_dict(current)
+        def freed(state: BreakerState) -> BreakerState:
             if state.status is not BreakerStatus.HALF_OPEN or state.probe_owner != owner:
-                return None, None
-            return None, replace(state, probe_owner=None, probe_expires_at=None).to_dict()
+                return state
+            return replace(state, probe_owner=None, probe_expires_at=None)
 
         try:
-            self._store.update_shared_json(breaker_key(provider), decide, attempts=_RELEASE_ATTEMPTS)
+            self._change_breaker(provider, freed, attempts=30)
         except StoreBusyError:
             logger.warning("could not free the %s probe; it frees itself when it expires", provider)
 
     def record_failure(self, provider: str, error: str, now: float) -> BreakerState:
         config = self.breaker_config
-
-        def decide(current: dict[str, Any] | None) -> tuple[BreakerState, dict[str, Any] | None]:
-            after = after_failure(BreakerState.from_dict(current), error, now, config)
-            return after, after.to_dict()
-
-        after = self._store.update_shared_json(breaker_key(provider), decide)
+        after = self._change_breaker(provider, lambda state: after_failure(state, error, now, config))
         if after.status is BreakerStatus.OPEN and after.opened_at == now:
             logger.warning(
                 "provider %s failed %d times in a row: circuit open for %ss",
@@ -178,38 +280,37 @@ class ProviderGuard:
             )
         return after
 
-    # --- concurrency slots -----------------------------------------------------
+    # --- rate windows ----------------------------------------------------------------
 
-    def take_slot(self, provider: str, owner: str, now: float) -> float | None:
-        """Join (or renew) the provider's running syncs; ``None`` when granted, else seconds to wait."""
-        capacity = self._registry.limits(provider).max_concurrent_syncs
-        ttl = float(self._settings.lease_ttl_seconds)
+    def _update_windows(
+        self,
+        provider: str,
+        connection_scope: str | None,
+        step: Callable[[Sequence[RateWindow], WindowLevels], tuple[T, WindowLevels | None]],
+        *,
+        attempts: int | None = None,
+    ) -> T:
+        """Read one limit scope's windows (the gate's, or a connection's own item), decide, write once."""
+        limits = self._registry.limits(provider)
+        windows = limits.windows
+        if self._shares_windows(limits):
 
-        def decide(current: dict[str, Any] | None) -> tuple[float | None, dict[str, Any] | None]:
-            holders = dict((current or {}).get("holders", {}))
-            result = take_slot(holders, owner, capacity, now, ttl)
-            if not result.granted:
-                return result.retry_after_seconds, None
-            return None, {"holders": result.holders_after}
+            def on_gate(item: LimitItem | None, document: dict[str, Any]) -> Changes[T]:
+                answer, after = step(windows, self._gate_windows(provider, item, windows))
+                return answer, (None if after is None else {**document, "windows": after.to_dict(windows)}), []
 
-        try:
-            return self._store.update_shared_json(slots_key(provider), decide, attempts=_TOKEN_ATTEMPTS)
-        except StoreBusyError:
-            return 0.2  # lost every race: somebody else just joined; try again shortly
+            return self._update_gate(provider, on_gate, attempts=attempts)
+        if not connection_scope:
+            raise ValueError(f"provider {provider!r} limits each connection: a connection_scope is needed")
 
-    def release_slot(self, provider: str, owner: str) -> None:
-        def decide(current: dict[str, Any] | None) -> tuple[None, dict[str, Any] | None]:
-            holders = dict((current or {}).get("holders", {}))
-            if holders.pop(owner, None) is None:
-                return None, None
-            return None, {"holders": holders}
+        def on_item(item: LimitItem | None) -> tuple[T, list[Any] | None]:
+            answer, after = step(windows, windows_of(item, windows, in_gate=False))
+            return answer, (None if after is None else shared_json_write(after.to_dict(windows)))
 
-        try:
-            self._store.update_shared_json(slots_key(provider), decide, attempts=_RELEASE_ATTEMPTS)
-        except StoreBusyError:
-            logger.warning("could not release a %s slot; it frees itself when it expires", provider)
-
-    # --- rate windows ----------------------------------------------------------
+        key = connection_windows_key(provider, connection_scope)
+        if attempts is None:
+            return self._shared.update(key, on_item)
+        return self._shared.update(key, on_item, attempts=attempts)
 
     def take_token(
         self,
@@ -263,80 +364,23 @@ class ProviderGuard:
         except StoreBusyError:
             logger.info("%s rate-limit feedback dropped: other workers are writing the same limit", provider)
 
-    # --- status ----------------------------------------------------------------
+    # --- reading several providers at once -------------------------------------------
 
-    def snapshot(self, providers: list[str], now: float) -> dict[str, dict[str, Any]]:
-        """Breaker, rate windows and slots of each provider, from one BatchGetItem."""
-        keys = [k for p in providers for k in (breaker_key(p), bucket_key(p), slots_key(p))]
-        items = self._store.get_shared_many(keys)
-        config = self.breaker_config
-        out: dict[str, dict[str, Any]] = {}
-        for provider in providers:
-            limits = self._registry.limits(provider)
-            breaker = BreakerState.from_dict(shared_json(items.get(breaker_key(provider))))
-            holders = (shared_json(items.get(slots_key(provider))) or {}).get("holders", {})
-            running = sum(1 for expiry in holders.values() if expiry > now)
-            next_try = retry_at(breaker, now, config)
-            out[provider] = {
-                "breaker": {
-                    "state": breaker.status.value,
-                    "consecutive_failures": breaker.consecutive_failures,
-                    "opened_at": to_iso(breaker.opened_at) if breaker.status is not BreakerStatus.CLOSED else None,
-                    "next_probe_at": to_iso(next_try),
-                    "last_failure": breaker.last_failure,
-                    "last_failure_at": to_iso(breaker.last_failure_at),
-                },
-                **rate_view(limits, items.get(bucket_key(provider)), now),
-                "concurrency": {"running_syncs": running, "max_concurrent_syncs": limits.max_concurrent_syncs},
-            }
-        return out
+    def gates(self, providers: Sequence[str]) -> dict[str, LimitItem]:
+        """Each provider's gate item, from one BatchGetItem (absent for a provider never used)."""
+        items = self._shared.get_many([gate_key(p) for p in providers])
+        return {provider: items[gate_key(provider)] for provider in providers if gate_key(provider) in items}
+
+    def snapshot(
+        self, providers: Sequence[str], now: float, gates: Mapping[str, LimitItem] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Breaker, rate windows and running syncs of each provider (from one BatchGetItem unless given)."""
+        gates = self.gates(providers) if gates is None else gates
+        limits = {provider: self._registry.limits(provider) for provider in providers}
+        return provider_views(limits, gates, self.breaker_config, now)
 
     def open_breakers(self, providers: list[str], now: float) -> dict[str, BreakerState]:
         """The breakers that are not closed, from one BatchGetItem (the tick's gate)."""
-        items = self._store.get_shared_many([breaker_key(p) for p in providers])
-        states: dict[str, BreakerState] = {}
-        for provider in providers:
-            state = BreakerState.from_dict(shared_json(items.get(breaker_key(provider))))
-            if state.status is not BreakerStatus.CLOSED:
-                states[provider] = state
-        return states
-
-
-def rate_view(limits: ProviderLimits, item: LimitItem | None, now: float) -> dict[str, Any]:
-    """``scope``, each window's level and capacity, and ``bucket`` (the emptiest window, as before windows).
-
-    A provider limited per connection has one state per connection: its levels are not listed here.
-    """
-    windows = limits.windows
-    shared = limits.scope is LimitScope.PROVIDER
-    state = window_state(item, windows)
-    held = shared and state.hold_until is not None and state.hold_until > now
-    levels: Sequence[float | None] = (
-        [0.0 if held else max(0.0, level) for level in levels_at(windows, state, now)]
-        if shared
-        else [None] * len(windows)
-    )
-    views = [
-        {
-            "limit": window.describe(),
-            "requests": window.requests,
-            "per_seconds": window.per_seconds,
-            "capacity": window.capacity,
-            "refill_per_second": round(window.refill_per_second, 6),
-            "tokens": None if level is None else round(level, 2),
-        }
-        for window, level in zip(windows, levels, strict=True)
-    ]
-    emptiest = min(
-        range(len(windows)), key=lambda i: (levels[i] or 0.0) / windows[i].capacity if shared else windows[i].capacity
-    )
-    return {
-        "scope": limits.scope.value,
-        "windows": views,
-        "held_until": to_iso(state.hold_until) if held else None,
-        "bucket": {
-            "tokens": views[emptiest]["tokens"],
-            "capacity": windows[emptiest].capacity,
-            "requests_per_second": views[emptiest]["refill_per_second"],
-        },
-    }
+        gates = self.gates(providers)
+        states = {provider: breaker_of(gates.get(provider)) for provider in providers}
+        return {provider: state for provider, state in states.items() if state.status is not BreakerStatus.CLOSED}

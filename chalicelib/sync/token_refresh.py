@@ -43,8 +43,6 @@ _MAX_ROUNDS = 50
 class TokenRefreshPendingError(ProviderTimeoutError):
     """Another instance is refreshing the connection's token and did not finish within this caller's budget."""
 
-    code = "token_refresh_pending"
-
 
 class RefreshStep(StrEnum):
     USE = "use"

@@ -9,16 +9,15 @@ from chalicelib.domain.config import Settings
 from chalicelib.domain.errors import ConflictError
 from chalicelib.domain.planner import SCHEDULE_SHARDS, STRETCH_WARNING, HealthInputs, health_status
 from chalicelib.providers import ProviderRegistry
-from chalicelib.store.dynamo import STATS_KEY, DynamoStore
+from chalicelib.store.dynamo import DynamoStore
 from chalicelib.store.items import LimitItem
+from chalicelib.sync.limits_view import service_statistics
 from chalicelib.sync.pacing import ProviderGuard
 from chalicelib.usecases.fanout import FanOut, SchedulerState
 
 
 class SchedulerPausedError(ConflictError):
     """The scheduler is paused."""
-
-    code = "scheduler_paused"
 
 
 def _statistics(item: LimitItem | None) -> dict[str, Any]:
@@ -82,9 +81,9 @@ class OperatorService:
         now = self._clock.now()
         scheduler = self._fanout.state()
         providers = self._registry.names()
-        items = self._store.get_shared_many([STATS_KEY] + [f"{STATS_KEY}#{p}" for p in providers])
-        limits = self._guard.snapshot(providers, now)
-        statistics = _statistics(items.get(STATS_KEY))
+        gates = self._guard.gates(providers)  # breaker, windows, running syncs and statistics: one BatchGetItem
+        limits = self._guard.snapshot(providers, now, gates)
+        statistics = _statistics(service_statistics(gates.values()))
         open_breakers = [p for p, view in limits.items() if view["breaker"]["state"] != "closed"]
         quotas = {p: _quota_view(scheduler, p) for p in providers}
         stretched = tuple(
@@ -119,7 +118,7 @@ class OperatorService:
                 provider: {
                     **limits[provider],
                     "quota": quotas[provider],
-                    "statistics": _statistics(items.get(f"{STATS_KEY}#{provider}")),
+                    "statistics": _statistics(gates.get(provider)),
                 }
                 for provider in providers
             },

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.domain.breaker import retry_at
@@ -39,14 +38,7 @@ from chalicelib.store.dynamo import DatasetPage, DynamoStore, decode_next_token
 from chalicelib.sync.coordinator import SyncCoordinator
 from chalicelib.sync.engine import OutcomeKind, SyncOutcome
 from chalicelib.sync.pacing import ProviderGuard
-
-
-@dataclass(frozen=True)
-class ApiResponse:
-    status_code: int
-    body: dict[str, Any]
-    headers: dict[str, str] = field(default_factory=dict)
-
+from chalicelib.usecases.responses import ApiResponse
 
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no", ""}

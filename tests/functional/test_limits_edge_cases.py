@@ -9,12 +9,13 @@ import responses
 
 from chalicelib.domain.breaker import BreakerStatus
 from chalicelib.domain.clock import FakeClock
-from chalicelib.domain.model import DatasetKey, Trigger, new_run_id
+from chalicelib.domain.model import ConnectionStatus, DatasetKey, Trigger, new_run_id
 from chalicelib.domain.upstream import FetchRequest, ProviderTimeoutError
 from chalicelib.providers import ProviderLimits, ProviderRegistry, registry_from_config
 from chalicelib.providers.demo import DemoProvider
 from chalicelib.store.items import STATE_SORT_KEY, DatasetItem, StateItem
 from chalicelib.sync.jobs import Job
+from chalicelib.usecases.connections import ConnectionChange
 from local.counting_provider import CountingProvider
 
 KEY = DatasetKey("u1", "c1", "recovery")
@@ -134,7 +135,11 @@ def test_a_sync_finishing_after_a_pause_is_not_scheduled_forever(make_harness: A
 
     def pause_once(request: FetchRequest) -> None:
         if not paused:
-            paused.append(harness.container.connections.put("u1", "c1", {"provider": "demo", "status": "PAUSED"}))
+            paused.append(
+                harness.container.connections.put(
+                    "u1", "c1", ConnectionChange(provider="demo", status=ConnectionStatus.PAUSED)
+                )
+            )
 
     provider.before_fetch = pause_once
     harness.sync_everything_due()

@@ -366,7 +366,7 @@ def test_8_threads_never_exceed_either_of_two_windows(make_harness: Any) -> None
     assert _most_in_any_interval(granted, 20) <= 20
     assert max(granted) >= start + 50
     # And both windows live in one item
-    item = harness.container.store.get_shared_json("bucket#acme")
+    item = _gate_windows(harness, "acme")
     assert item is not None and item["windows"] == ["6/2", "20/20"] and len(item["levels"]) == 2
 
 
@@ -378,7 +378,7 @@ def test_a_heavy_call_takes_its_weight_from_every_window(make_harness: Any) -> N
     wait = guard.take_token("acme", now, weight=3)
     assert wait == pytest.approx(3 / 1.5)  # the short window refills 1.5 per second
     # And the long window was charged too: 5 - 3 left
-    item = harness.container.store.get_shared_json("bucket#acme")
+    item = _gate_windows(harness, "acme")
     assert item is not None and item["levels"] == [0.0, 2.0]
 
 
@@ -453,21 +453,21 @@ class _Calls:
     """Counts the reads and writes of shared-limit items."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from chalicelib.store.items import LimitItem
+        from chalicelib.store.shared import SharedStore
 
         self.reads = self.writes = 0
-        real_get, real_update = LimitItem.get, LimitItem.update
+        real_read, real_write = SharedStore._read, SharedStore._write_if
 
-        def get(*args: Any, **kwargs: Any) -> Any:
+        def read(store: Any, *args: Any, **kwargs: Any) -> Any:
             self.reads += 1
-            return real_get(*args, **kwargs)
+            return real_read(store, *args, **kwargs)
 
-        def update(item: Any, *args: Any, **kwargs: Any) -> Any:
+        def write(store: Any, *args: Any, **kwargs: Any) -> Any:
             self.writes += 1
-            return real_update(item, *args, **kwargs)
+            return real_write(store, *args, **kwargs)
 
-        monkeypatch.setattr(LimitItem, "get", get)
-        monkeypatch.setattr(LimitItem, "update", update)
+        monkeypatch.setattr(SharedStore, "_read", read)
+        monkeypatch.setattr(SharedStore, "_write_if", write)
 
 
 def test_the_providers_count_rides_on_the_next_take_and_slows_every_worker(
@@ -533,3 +533,9 @@ def test_a_bucket_item_from_the_single_bucket_version_keeps_its_hold(make_harnes
     # Then workers still wait it out, and take from the windows afterwards
     assert harness.container.guard.take_token("acme", now) == pytest.approx(30 + 0.5)
     assert harness.container.guard.take_token("acme", now + 30.5) is None
+
+
+def _gate_windows(harness: Any, provider: str) -> Any:
+    """The provider's shared rate windows, as its gate item holds them."""
+    document = harness.container.store.get_shared_json(f"gate#{provider}")
+    return None if document is None else document.get("windows")

@@ -20,17 +20,11 @@ from chalicelib.domain.clock import FakeClock
 from chalicelib.domain.config import ConfigurationError
 from chalicelib.domain.errors import ValidationError
 from chalicelib.domain.upstream import ProviderAuthError, ProviderError
-from chalicelib.providers.auth import (
-    BinanceAuth,
-    HeaderAuth,
-    OAuth2Auth,
-    OkxAuth,
-    OutgoingRequest,
-    RequestAuth,
-    SnapTradeAuth,
-    okx_timestamp,
-    parse_auth,
-)
+from chalicelib.providers.auth import OutgoingRequest, RequestAuth
+from chalicelib.providers.auth_config import parse_auth
+from chalicelib.providers.auth_header import HeaderAuth, OAuth2Auth
+from chalicelib.providers.auth_hmac import BinanceAuth, OkxAuth, SnapTradeAuth
+from chalicelib.providers.hmac_signing import okx_timestamp
 from chalicelib.providers.oauth2 import OAuth2TokenClient
 
 NOW = FakeClock().now()  # 2026-01-01T00:00:00Z

@@ -8,7 +8,7 @@ from typing import Any
 
 from chalice.app import Chalice, CloudWatchEvent, Rate
 
-from local.run import ScheduleTicker, describe_tick, schedule_loop
+from local.emulator import ScheduleTicker, describe_tick, schedule_loop
 
 
 def test_the_loop_ticks_after_the_first_delay_then_every_interval_until_stopped() -> None:

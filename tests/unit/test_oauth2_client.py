@@ -27,7 +27,8 @@ from chalicelib.domain.upstream import (
     ProviderTimeoutError,
     TokenGrant,
 )
-from chalicelib.providers.auth import OAuth2Auth, parse_auth
+from chalicelib.providers.auth_config import parse_auth
+from chalicelib.providers.auth_header import OAuth2Auth
 from chalicelib.providers.oauth2 import OAuth2Config, OAuth2TokenClient, needs_refresh, parse_expires_at
 
 TOKEN_URL = "https://api.prod.whoop.com/oauth/oauth2/token"

@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
-from chalicelib.providers.pagination import (
-    HEADER_VALUE_LIMIT,
+from chalicelib.providers.instants import format_instant, parse_instant
+from chalicelib.providers.page_links import UrlScope, confine_url, next_link, parse_link_header, split_target
+from chalicelib.providers.pagination import HEADER_VALUE_LIMIT, next_page_token, plan_page
+from chalicelib.providers.pagination_kinds import (
     BodyCursor,
     HeaderCursor,
     LinkHeader,
@@ -19,15 +21,6 @@ from chalicelib.providers.pagination import (
     Pagination,
     PaginationError,
     TimeWindow,
-    UrlScope,
-    confine_url,
-    format_instant,
-    next_link,
-    next_page_token,
-    parse_instant,
-    parse_link_header,
-    plan_page,
-    split_target,
 )
 
 SCOPE = UrlScope.of("https://api.example.test/v1")

@@ -29,7 +29,7 @@ from chalicelib.providers import registry_from_config
 from chalicelib.providers.auth import OutgoingRequest
 from chalicelib.providers.base import token_client_of
 from chalicelib.providers.http import DEFAULT_MAX_RESPONSE_BYTES
-from chalicelib.providers.pagination import BodyCursor
+from chalicelib.providers.pagination_kinds import BodyCursor
 from chalicelib.providers.rest import RestProvider
 
 BASE = "https://api.example.test/v1"

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib.api.errors import error_view
 from chalicelib.domain.clock import FakeClock
 from chalicelib.domain.config import ConfigurationError, Settings
 from chalicelib.domain.errors import ClaimNotWonError, NotFoundError, QueueUnavailableError, ValidationError
@@ -19,18 +20,14 @@ from chalicelib.domain.model import Connection, ConnectionStatus, DatasetKey, Tr
 from chalicelib.domain.policy import SyncPolicy
 from chalicelib.providers import registry_from_config
 from chalicelib.providers.policies import PolicyResolver
-from chalicelib.usecases.webhooks import (
+from chalicelib.usecases.webhook_config import WebhookConfig, WebhookScheme, parse_webhook_config, read_secret
+from chalicelib.usecases.webhook_signatures import (
     WHOOP_SIGNATURE_HEADER,
     WHOOP_TIMESTAMP_HEADER,
-    WebhookConfig,
-    WebhookReceiver,
-    WebhookScheme,
     WebhookSignatureError,
-    parse_event,
-    parse_webhook_config,
-    read_secret,
     verify_whoop_signature,
 )
+from chalicelib.usecases.webhooks import WebhookReceiver, parse_event
 
 SECRET = "whoop-client-secret-for-tests"
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -72,7 +69,7 @@ def verify(headers: dict[str, str], body: bytes = BODY, *, now: float = NOW, tol
 def rejection(headers: dict[str, str], body: bytes = BODY, *, now: float = NOW) -> str:
     with pytest.raises(WebhookSignatureError) as caught:
         verify(headers, body, now=now)
-    assert caught.value.status == 401
+    assert error_view(caught.value).status == 401
     return caught.value.reason
 
 
@@ -304,7 +301,7 @@ def test_configured_field_names_are_used() -> None:
 def test_unusable_bodies_are_400(body: bytes) -> None:
     with pytest.raises(ValidationError) as caught:
         parse_event(config(), body)
-    assert caught.value.status == 400
+    assert error_view(caught.value).status == 400
 
 
 # --- the receiver (fakes for the connection index and the queue) ----------------------------------
@@ -424,7 +421,7 @@ def test_a_queue_failure_asks_for_redelivery_after_trying_every_connection() -> 
         receiver(index, syncs).receive("whoop", signed_headers(), BODY)
     # Then the other connection was still queued, and the answer is a 503 (the provider delivers again)
     assert [key.connection_id for key, _, _ in syncs.queued] == ["c2"]
-    assert caught.value.status == 503
+    assert error_view(caught.value).status == 503
 
 
 @pytest.mark.parametrize("provider", ["plain", "nobody"])
