@@ -111,13 +111,17 @@ class Runner:
     process: subprocess.Popen[bytes]
     base_url: str
     token: str
-    lines: list[str]
+    lines: list[tuple[float, str]]
+    """Every line it printed, with the ``time.monotonic()`` it arrived at."""
+
+    def first_line_at(self, text: str) -> float | None:
+        return next((at for at, line in self.lines if text in line), None)
 
 
-def _drain(stream: IO[bytes], lines: list[str], ready: threading.Event) -> None:
+def _drain(stream: IO[bytes], lines: list[tuple[float, str]], ready: threading.Event) -> None:
     for raw in iter(stream.readline, b""):
         line = raw.decode("utf-8", "replace").rstrip()
-        lines.append(line)
+        lines.append((time.monotonic(), line))
         if line.startswith("Ctrl-C stops everything"):
             ready.set()
     ready.set()
@@ -133,13 +137,13 @@ def local_run(providers: Path) -> Iterator[Runner]:
         command, cwd=PROJECT_DIR, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     assert process.stdout is not None
-    lines: list[str] = []
+    lines: list[tuple[float, str]] = []
     ready = threading.Event()
     threading.Thread(target=_drain, args=(process.stdout, lines, ready), name="local-run-output", daemon=True).start()
     try:
         if not ready.wait(_START_TIMEOUT_SECONDS) or process.poll() is not None:
-            raise RuntimeError("local.run did not start:\n" + "\n".join(lines[-30:]))
-        token = next(line for line in lines if _TOKEN_LINE.match(line))  # the demo user's comes first
+            raise RuntimeError("local.run did not start:\n" + "\n".join(line for _, line in lines[-30:]))
+        token = next(line for _, line in lines if _TOKEN_LINE.match(line))  # the demo user's comes first
         yield Runner(process, f"http://{HOST}:{port}", token, lines)
     finally:
         if process.poll() is None:
@@ -214,6 +218,11 @@ def bench_local_load(results: dict[str, Any], *, readers: int = LOAD_READERS) ->
         answers = read_at_once(f"{connection}/data/{LOAD_DATA_TYPE}", runner.token, readers)
         wall = time.monotonic() - started
         calls = upstream.calls
+        dataset = f"{DEMO_USER}/{LOAD_PROVIDER}/{LOAD_DATA_TYPE}"
+        sync_started = runner.first_line_at(f"sync started: {dataset}")
+        sync_ended = runner.first_line_at(f"sync succeeded: {dataset}") or runner.first_line_at(
+            f"sync failed: {dataset}"
+        )
     with_data = sum(1 for answer in answers if answer.status == 200 and answer.records > 0)
     times = [answer.seconds for answer in answers] or [0.0]
     statuses = Counter(answer.status for answer in answers)
@@ -228,6 +237,8 @@ def bench_local_load(results: dict[str, Any], *, readers: int = LOAD_READERS) ->
         f"{min(times):.2f} / {percentile(times, 50):.2f} / {percentile(times, 90):.2f}",
     )
     table.add("  wall time of the burst (s)", f"{wall:.2f}")
+    shown = " / ".join("-" if at is None else f"+{at - started:.2f}" for at in (sync_started, sync_ended))
+    table.add("  the sync started / ended, from the API's log (s after the burst)", shown)
     results["local_load"] = {
         "readers": readers,
         "answers_with_data": with_data,

@@ -12,12 +12,16 @@ VISIBILITY_TIMEOUT_SECONDS = 10
 
 
 def start_moto(port: int | None) -> tuple[Any, int]:
-    """Start moto in this process (so the DynamoDB atomicity patch applies). ``None``: 5005, else any free port."""
+    """Start moto in this process (so its patches apply). ``None``: 5005, else any free port.
+
+    The patches (``local/moto_speed.py``): DynamoDB writes atomic per item as DynamoDB's are, and moto's
+    own per-request costs cut, so that under load the service, not moto, is what takes the time.
+    """
     from moto.server import ThreadedMotoServer
 
-    from local.moto_atomic import make_moto_dynamodb_atomic
+    from local.moto_speed import apply_all
 
-    make_moto_dynamodb_atomic()
+    apply_all()
     if port is None:
         chosen = DEFAULT_AWS_PORT if port_is_free(DEFAULT_AWS_PORT) else 0
     elif port_is_free(port):

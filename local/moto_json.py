@@ -5,8 +5,8 @@
   already JSON in its wire shape (``DynamoResult`` turned every attribute into ``{"S": ...}``), and
   the walk only drops ``None`` members and keys the shape does not know. The fast path drops
   ``None`` members itself and writes the JSON directly; any answer it cannot take as plain JSON
-  (bytes, dates, floats), that holds a key the operation's output does not declare, or that reports
-  consumed capacity (doubles) goes to moto's serializer as before.
+  (bytes, dates, floats outside consumed capacity, whose numbers are all doubles) or that holds a key
+  the operation's output does not declare goes to moto's serializer as before.
 - ``make_moto_server_routing_cheap``: the moto server routes each request by listing moto's
   package directory (about 150 ``isdir`` calls) under the dispatcher's lock; the list never changes.
 """
@@ -36,7 +36,39 @@ def _plain(value: Any) -> bool:
         return all(isinstance(k, str) and _plain(v) for k, v in value.items())
     if isinstance(value, list):
         return all(_plain(v) for v in value)
-    return value is None or isinstance(value, str | bool | int) and type(value) in (str, bool, int)
+    return value is None or (isinstance(value, str | bool | int) and type(value) in (str, bool, int))
+
+
+def _doubles(value: Any) -> Any:
+    """Every number in ``value`` as a float: consumed capacity's members are all doubles (``0.5``, ``1.0``)."""
+    if isinstance(value, dict):
+        return {k: _doubles(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_doubles(v) for v in value]
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+def fast_answer(handler: Any, result: object) -> tuple[int, dict[str, Any], str] | None:
+    """What moto's serializer would answer for this DynamoDB ``result``, or ``None`` if it must say it itself."""
+    if not isinstance(result, dict) or result.get("ItemCollectionMetrics") or not _declared(handler, result):
+        return None
+    capacity = result.get("ConsumedCapacity")
+    rest = {k: v for k, v in result.items() if k != "ConsumedCapacity"}
+    if not _plain(rest) or not _plain(_ints(capacity)):
+        return None
+    if capacity is not None:
+        rest["ConsumedCapacity"] = _doubles(capacity)
+    headers = {"Content-Type": "application/x-amz-json-1.0", **handler.response_headers}
+    return 200, headers, json.dumps(without_none(rest))
+
+
+def _ints(value: Any) -> Any:
+    """``value`` with its floats as ints, for ``_plain`` to judge the rest of it."""
+    if isinstance(value, dict):
+        return {k: _ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_ints(v) for v in value]
+    return 0 if type(value) is float else value
 
 
 def make_moto_dynamodb_answers_cheap() -> None:
@@ -49,11 +81,7 @@ def make_moto_dynamodb_answers_cheap() -> None:
     original = DynamoHandler.serialized
 
     def serialized(self: Any, action_result: ActionResult) -> Any:
-        result = action_result.result
-        if not isinstance(result, dict) or not _plain(result) or not _declared(self, result):
-            return original(self, action_result)
-        headers = {"Content-Type": "application/x-amz-json-1.0", **self.response_headers}
-        return 200, headers, json.dumps(without_none(result))
+        return fast_answer(self, action_result.result) or original(self, action_result)
 
     DynamoHandler.serialized = serialized  # type: ignore[method-assign]
     _ANSWERS_PATCHED = True
@@ -71,13 +99,9 @@ def _output_members(action: str) -> frozenset[str] | None:
     return frozenset(output.members) if output is not None else frozenset()
 
 
-_SERIALIZER_ONLY = frozenset({"ConsumedCapacity", "ItemCollectionMetrics"})
-"""Members with numbers the serializer writes as doubles (``5.0``) where moto holds ints."""
-
-
 def _declared(handler: Any, result: dict[str, Any]) -> bool:
     members = _output_members(handler._get_action())
-    return members is not None and all(key in members and key not in _SERIALIZER_ONLY for key in result)
+    return members is not None and all(key in members for key in result)
 
 
 def make_moto_server_routing_cheap() -> None:

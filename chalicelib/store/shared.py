@@ -27,6 +27,7 @@ from botocore.exceptions import ClientError
 from pynamodb.expressions.condition import Condition
 
 from chalicelib.domain.errors import StoreBusyError
+from chalicelib.domain.limits import Bucket, take
 from chalicelib.store.items import LimitItem
 
 T = TypeVar("T")
@@ -125,6 +126,19 @@ class SharedStore:
             if written:
                 return result
         raise StoreBusyError("too many concurrent writers on the same shared limit; try again")
+
+    def take_token(
+        self, bucket_key: str, bucket: Bucket, now: float, *, attempts: int = _ATTEMPTS
+    ) -> float | None:
+        """Take one token from a shared bucket; ``None`` when granted, else seconds until one is free."""
+
+        def decide(item: LimitItem | None) -> tuple[float | None, list[Any] | None]:
+            result = take(bucket, item.tokens if item else None, item.updated_at if item else None, now)
+            if not result.granted:
+                return result.retry_after_seconds, None
+            return None, [LimitItem.tokens.set(result.tokens_after), LimitItem.updated_at.set(now)]
+
+        return self.update(bucket_key, decide, attempts=attempts)
 
     def update_json(
         self,

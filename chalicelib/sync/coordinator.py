@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from chalicelib.domain.clock import Clock
 from chalicelib.domain.config import Settings
@@ -35,7 +35,6 @@ from chalicelib.domain.model import (
     new_run_id,
 )
 from chalicelib.domain.policy import SyncPolicy, lease_is_held
-from chalicelib.store.dynamo import DynamoStore
 from chalicelib.sync.engine import OutcomeKind, SyncEngine, SyncOutcome
 from chalicelib.sync.jobs import Job, JobQueue
 
@@ -59,6 +58,42 @@ def outcome_from_state(state: DatasetState) -> SyncOutcome:
     )
 
 
+class CoordinatorStore(Protocol):
+    """What the coordinator touches: the lease, the queue claim, the dataset state and queued runs."""
+
+    def acquire_lease(
+        self,
+        key: DatasetKey,
+        provider: str,
+        owner: str,
+        now: float,
+        ttl_seconds: float,
+        *,
+        job_id: str | None = None,
+        expected_last_run_id: str | None = None,
+    ) -> DatasetState: ...
+
+    def claim_queue(
+        self,
+        key: DatasetKey,
+        provider: str,
+        job_id: str,
+        now: float,
+        *,
+        cooldown_seconds: float,
+        claim_ttl_seconds: float,
+        require_past_cooldown: bool = True,
+    ) -> None: ...
+
+    def delete_run(self, key: DatasetKey, run_id: str) -> None: ...
+
+    def ensure_dataset(self, key: DatasetKey, provider: str, next_sync_at: float | None = None) -> None: ...
+
+    def get_state(self, key: DatasetKey, consistent: bool = True) -> DatasetState | None: ...
+
+    def mark_run(self, key: DatasetKey, run_id: str, status: RunStatus, *, only_if: RunStatus) -> None: ...
+
+
 @dataclass
 class _SharedRead:
     """The latest consistent read of one dataset's state by any of its joiners in this process."""
@@ -66,19 +101,24 @@ class _SharedRead:
     lock: threading.Lock = field(default_factory=threading.Lock)
     waiters: int = 0
     started_at: float = -math.inf
+    finished_at: float = -math.inf
     state: DatasetState | None = None
 
-    def read(self, fetch: Callable[[], DatasetState | None], clock: Clock, newer_than: float) -> DatasetState | None:
-        """A read that started at ``newer_than`` or later: the last one if it did, else a new one.
+    def read(
+        self, fetch: Callable[[], DatasetState | None], clock: Clock, *, joined: float, woke: float, window: float
+    ) -> DatasetState | None:
+        """The state as a joiner that joined at ``joined`` and woke at ``woke`` would have read it.
 
-        One read at a time: a joiner that wakes while another's read is in flight waits for it and takes its answer.
+        The last read serves if it began after the joiner joined, and either began at most ``window``
+        before it woke or was still in flight when it woke (one read at a time: who wakes during a read
+        waits for it and takes its answer); otherwise this joiner reads.
         """
         with self.lock:
-            if self.started_at >= newer_than:
+            if self.started_at >= joined and (self.started_at >= woke - window or self.finished_at >= woke):
                 return self.state
             started = clock.now()
             state = fetch()
-            self.started_at, self.state = started, state
+            self.started_at, self.finished_at, self.state = started, clock.now(), state
             return state
 
 
@@ -110,7 +150,7 @@ class _SharedStateReads:
 
 class SyncCoordinator:
     def __init__(
-        self, store: DynamoStore, engine: SyncEngine, queue: JobQueue, clock: Clock, settings: Settings
+        self, store: CoordinatorStore, engine: SyncEngine, queue: JobQueue, clock: Clock, settings: Settings
     ) -> None:
         self._store = store
         self._engine = engine
@@ -199,9 +239,9 @@ class SyncCoordinator:
                 current = shared.read(
                     lambda: self._store.get_state(key, consistent=True),
                     self._clock,
-                    # Another joiner's read counts if it began after this one joined and no more than a base
-                    # interval before it woke: never older than what this joiner would have seen polling alone.
-                    newer_than=max(started, woke - base),
+                    joined=started,
+                    woke=woke,
+                    window=base,
                 )
                 now = self._clock.now()
                 if current is None:

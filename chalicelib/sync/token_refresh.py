@@ -17,7 +17,7 @@ import logging
 import uuid
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from chalicelib.domain.clock import Clock
 from chalicelib.domain.config import Settings
@@ -25,7 +25,6 @@ from chalicelib.domain.errors import NotFoundError
 from chalicelib.domain.model import Connection, ConnectionStatus
 from chalicelib.domain.upstream import ProviderGrantError, ProviderTimeoutError
 from chalicelib.providers.base import Provider, TokenClient, token_client_of
-from chalicelib.store.dynamo import DynamoStore
 from chalicelib.store.vault import CredentialsChangedError, CredentialVault, RefreshNotWonError, StoredCredentials
 
 logger = logging.getLogger(__name__)
@@ -38,6 +37,24 @@ _STORE_MARGIN_SECONDS = 2.0
 _MIN_TOKEN_CALL_SECONDS = 0.5
 _MAX_ROUNDS = 50
 """Decisions per call; each one follows a write by someone else, so this is never reached in practice."""
+
+
+class RefreshStore(Protocol):
+    """What a token refresh touches: the connection's sealed credentials and its refresh lease."""
+
+    def finish_refresh(
+        self, user_id: str, connection_id: str, owner: str, *, seen_version: int, sealed: str
+    ) -> int: ...
+
+    def refuse_refresh(self, user_id: str, connection_id: str, *, seen_version: int, reason: str) -> bool: ...
+
+    def release_refresh_lease(self, user_id: str, connection_id: str, owner: str) -> None: ...
+
+    def stored_credentials(self, user_id: str, connection_id: str) -> StoredCredentials | None: ...
+
+    def take_refresh_lease(
+        self, user_id: str, connection_id: str, owner: str, *, seen_version: int, now: float, ttl_seconds: float
+    ) -> None: ...
 
 
 class TokenRefreshPendingError(ProviderTimeoutError):
@@ -90,7 +107,7 @@ def poll_delay(polls_done: int, now: float, wait_until: float) -> float:
 class CredentialKeeper:
     """Hands the engine a connection's usable credentials, refreshing OAuth2 tokens once across instances."""
 
-    def __init__(self, store: DynamoStore, vault: CredentialVault, clock: Clock, settings: Settings) -> None:
+    def __init__(self, store: RefreshStore, vault: CredentialVault, clock: Clock, settings: Settings) -> None:
         self._store = store
         self._vault = vault
         self._clock = clock

@@ -2,21 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 from chalicelib.domain.clock import Clock
 from chalicelib.domain.errors import NotFoundError, StoreBusyError, ValidationError
 from chalicelib.domain.model import Connection, ConnectionStatus, DatasetKey, validate_id
 from chalicelib.providers import ProviderRegistry
 from chalicelib.providers.policies import PolicyResolver
-from chalicelib.store.dynamo import DynamoStore
 from chalicelib.store.vault import CredentialsChangedError, CredentialsUnreadableError, CredentialVault
 from chalicelib.usecases.responses import ApiResponse
 
 _PUT_ATTEMPTS = 3
+
+
+class ConnectionsStore(Protocol):
+    """What connection changes touch: connections, their datasets and the schedule."""
+
+    def delete_connection(self, user_id: str, connection_id: str) -> None: ...
+
+    def delete_connection_datasets(self, user_id: str, connection_id: str, data_types: Iterable[str]) -> int: ...
+
+    def ensure_dataset(self, key: DatasetKey, provider: str, next_sync_at: float | None = None) -> None: ...
+
+    def get_connection(self, user_id: str, connection_id: str, *, consistent: bool = False) -> Connection | None: ...
+
+    def list_connections(self, user_id: str) -> list[Connection]: ...
+
+    def save_connection(
+        self, connection: Connection, *, previous: Connection | None, credentials_written: bool
+    ) -> None: ...
+
+    def set_schedule(self, keys: Iterable[DatasetKey], next_sync_at: float | None) -> None: ...
 
 
 class Keep(Enum):
@@ -48,7 +67,7 @@ class ConnectionChange:
 class ConnectionService:
     def __init__(
         self,
-        store: DynamoStore,
+        store: ConnectionsStore,
         registry: ProviderRegistry,
         policies: PolicyResolver,
         clock: Clock,

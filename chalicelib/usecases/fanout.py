@@ -18,13 +18,13 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Protocol
 
 from chalicelib.domain.breaker import admit
 from chalicelib.domain.clock import Clock
 from chalicelib.domain.config import Settings
 from chalicelib.domain.errors import SmartSyncError
-from chalicelib.domain.model import Trigger, new_run_id
+from chalicelib.domain.model import DatasetKey, Trigger, new_run_id
 from chalicelib.domain.planner import (
     DueDataset,
     ProviderGate,
@@ -40,7 +40,7 @@ from chalicelib.domain.planner import (
 )
 from chalicelib.providers import LimitScope, ProviderRegistry
 from chalicelib.providers.policies import PolicyResolver
-from chalicelib.store.dynamo import DynamoStore
+from chalicelib.store.shared import SharedStore
 from chalicelib.sync.jobs import Job, JobQueue
 from chalicelib.sync.pacing import ProviderGuard
 
@@ -49,6 +49,21 @@ logger = logging.getLogger(__name__)
 SCHEDULER_KEY = "scheduler"
 _PARALLEL_CALLS = 8
 _CLAIM_CHUNK = 100
+
+
+class FanOutStore(Protocol):
+    """What the tick touches: the schedule index, queue claims and the scheduler item."""
+
+    @property
+    def shared(self) -> SharedStore: ...
+
+    def claim_due(
+        self, claims: Sequence[tuple[DueDataset, str]], now: float, claim_ttl_seconds: float
+    ) -> list[str]: ...
+
+    def due_datasets(self, shard: str, now: float, limit: int) -> list[DueDataset]: ...
+
+    def release_queue_claim(self, key: DatasetKey, job_id: str, *, unschedule: bool = False) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -75,7 +90,7 @@ class SchedulerState:
 class FanOut:
     def __init__(
         self,
-        store: DynamoStore,
+        store: FanOutStore,
         registry: ProviderRegistry,
         policies: PolicyResolver,
         guard: ProviderGuard,
@@ -94,7 +109,7 @@ class FanOut:
     # --- scheduler state -------------------------------------------------------
 
     def state(self) -> SchedulerState:
-        return SchedulerState.from_dict(self._store.get_shared_json(SCHEDULER_KEY))
+        return SchedulerState.from_dict(self._store.shared.get_json(SCHEDULER_KEY))
 
     def set_paused(self, paused: bool) -> SchedulerState:
         now = self._clock.now()
@@ -106,7 +121,7 @@ class FanOut:
             changed = replace(state, paused=paused, changed_at=now, first_seen_at=state.first_seen_at or now)
             return changed, changed.to_dict()
 
-        state = self._store.update_shared_json(SCHEDULER_KEY, decide)
+        state = self._store.shared.update_json(SCHEDULER_KEY, decide)
         logger.warning("scheduler %s", "paused" if paused else "resumed")
         return state
 
@@ -118,7 +133,7 @@ class FanOut:
                 ticked = replace(ticked, quota=quota)
             return None, ticked.to_dict()
 
-        self._store.update_shared_json(SCHEDULER_KEY, decide)
+        self._store.shared.update_json(SCHEDULER_KEY, decide)
 
     # --- the tick --------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from chalicelib.domain.clock import Clock
 from chalicelib.domain.config import Settings
@@ -11,11 +11,22 @@ from chalicelib.domain.errors import ClaimNotWonError, ConnectionNotActiveError,
 from chalicelib.domain.model import Connection, ConnectionStatus, DatasetKey, DatasetState, Trigger, validate_id
 from chalicelib.domain.policy import lease_is_held
 from chalicelib.providers.policies import PolicyResolver
-from chalicelib.store.dynamo import DynamoStore
+from chalicelib.store.shared import SharedStore
 from chalicelib.sync.coordinator import SyncCoordinator
 from chalicelib.sync.engine import OutcomeKind
 from chalicelib.usecases.reads import enforce_manual_refresh_limit
 from chalicelib.usecases.responses import ApiResponse
+
+
+class ManualSyncStore(Protocol):
+    """What a manual sync touches besides the coordinator."""
+
+    @property
+    def shared(self) -> SharedStore: ...
+
+    def get_connection(self, user_id: str, connection_id: str, *, consistent: bool = False) -> Connection | None: ...
+
+    def get_state(self, key: DatasetKey, consistent: bool = True) -> DatasetState | None: ...
 
 
 @dataclass(frozen=True)
@@ -31,7 +42,7 @@ class SyncRequest:
 class ManualSyncService:
     def __init__(
         self,
-        store: DynamoStore,
+        store: ManualSyncStore,
         policies: PolicyResolver,
         coordinator: SyncCoordinator,
         clock: Clock,
@@ -58,7 +69,7 @@ class ManualSyncService:
         if connection.status is not ConnectionStatus.ACTIVE:
             raise ConnectionNotActiveError(f"the connection is {connection.inactive_reason()}; it is not synced")
         now = self._clock.now()
-        enforce_manual_refresh_limit(self._store, user_id, now, self._settings)
+        enforce_manual_refresh_limit(self._store.shared, user_id, now, self._settings)
         if request.wait:
             return self._sync_and_wait(connection, data_types, now + self._settings.read_budget_seconds)
         results = [self._queue_one(connection, dt) for dt in data_types]

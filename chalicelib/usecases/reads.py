@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from chalicelib.domain.breaker import retry_at
 from chalicelib.domain.clock import Clock, to_iso
@@ -20,7 +20,6 @@ from chalicelib.domain.errors import (
     NotFoundError,
     QueueUnavailableError,
     RateLimitedError,
-    ValidationError,
 )
 from chalicelib.domain.limits import Bucket
 from chalicelib.domain.model import Connection, ConnectionStatus, DatasetKey, DatasetState, Trigger, validate_id
@@ -34,37 +33,14 @@ from chalicelib.domain.policy import (
     lease_is_held,
 )
 from chalicelib.providers.policies import PolicyResolver
-from chalicelib.store.dynamo import DatasetPage, DynamoStore, decode_next_token
+from chalicelib.store.convert import decode_next_token
+from chalicelib.store.records import DatasetPage
+from chalicelib.store.shared import SharedStore
 from chalicelib.sync.coordinator import SyncCoordinator
 from chalicelib.sync.engine import OutcomeKind, SyncOutcome
 from chalicelib.sync.pacing import ProviderGuard
+from chalicelib.usecases.query_params import parse_bool, parse_limit
 from chalicelib.usecases.responses import ApiResponse
-
-_TRUE = {"true", "1", "yes"}
-_FALSE = {"false", "0", "no", ""}
-
-
-def parse_bool(name: str, raw: str | None) -> bool:
-    if raw is None:
-        return False
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ValidationError(f"{name} must be true or false")
-
-
-def parse_limit(raw: str | None, default: int, maximum: int) -> int:
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationError(f"limit must be a whole number from 1 to {maximum}") from None
-    if not 1 <= value <= maximum:
-        raise ValidationError(f"limit must be a whole number from 1 to {maximum}")
-    return value
 
 
 def snapshot_of(state: DatasetState) -> DatasetSnapshot:
@@ -78,10 +54,10 @@ def snapshot_of(state: DatasetState) -> DatasetSnapshot:
     )
 
 
-def enforce_manual_refresh_limit(store: DynamoStore, user_id: str, now: float, settings: Settings) -> None:
+def enforce_manual_refresh_limit(shared: SharedStore, user_id: str, now: float, settings: Settings) -> None:
     """Count one forced sync against the user's window; 429 with Retry-After when over."""
     bucket = Bucket.per_window(settings.force_refresh_limit, settings.force_refresh_window_seconds)
-    wait = store.take_token(f"force#{user_id}", bucket, now)
+    wait = shared.take_token(f"force#{user_id}", bucket, now)
     if wait is not None:
         raise RateLimitedError(
             f"at most {settings.force_refresh_limit} forced refreshes per {settings.force_refresh_window_seconds}s",
@@ -89,10 +65,23 @@ def enforce_manual_refresh_limit(store: DynamoStore, user_id: str, now: float, s
         )
 
 
+class ReadStore(Protocol):
+    """What a read touches: the connection and a page of its dataset (with the state, in one call)."""
+
+    @property
+    def shared(self) -> SharedStore: ...
+
+    def get_connection(self, user_id: str, connection_id: str, *, consistent: bool = False) -> Connection | None: ...
+
+    def read_dataset_page(
+        self, key: DatasetKey, limit: int, after_sort_key: str | None, *, consistent: bool = False
+    ) -> DatasetPage: ...
+
+
 class DatasetReader:
     def __init__(
         self,
-        store: DynamoStore,
+        store: ReadStore,
         policies: PolicyResolver,
         coordinator: SyncCoordinator,
         guard: ProviderGuard,
@@ -169,7 +158,7 @@ class DatasetReader:
             return answer.from_cache()
 
         if force:
-            enforce_manual_refresh_limit(self._store, key.user_id, now, self._settings)
+            enforce_manual_refresh_limit(self._store.shared, key.user_id, now, self._settings)
         trigger = Trigger.FORCE if force else Trigger.READ
         outcome = self._coordinator.sync_or_join(
             connection,

@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from chalicelib.domain.clock import Clock, to_iso
 from chalicelib.domain.config import Settings
 from chalicelib.domain.errors import NotFoundError
-from chalicelib.domain.model import Connection, DatasetKey, DatasetState, DatasetStatus, validate_id
+from chalicelib.domain.model import Connection, DatasetKey, DatasetState, DatasetStatus, SyncRun, validate_id
 from chalicelib.domain.policy import lease_is_held, queue_claim_is_live
 from chalicelib.providers.policies import PolicyResolver
-from chalicelib.store.dynamo import DynamoStore
-from chalicelib.usecases.reads import parse_limit
+from chalicelib.usecases.query_params import parse_limit
+
+
+class StatusStore(Protocol):
+    """What a status page reads."""
+
+    def get_connection(self, user_id: str, connection_id: str, *, consistent: bool = False) -> Connection | None: ...
+
+    def list_connections(self, user_id: str) -> list[Connection]: ...
+
+    def list_runs(self, key: DatasetKey, limit: int, now: float) -> list[SyncRun]: ...
+
+    def list_states(self, user_id: str) -> list[DatasetState]: ...
 
 
 class StatusService:
-    def __init__(self, store: DynamoStore, policies: PolicyResolver, clock: Clock, settings: Settings) -> None:
+    def __init__(self, store: StatusStore, policies: PolicyResolver, clock: Clock, settings: Settings) -> None:
         self._store = store
         self._policies = policies
         self._clock = clock

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 from chalicelib.domain.clock import Clock
 from chalicelib.domain.errors import DatasetNotFoundError, JobNotClaimableError, NotFoundError, ValidationError
-from chalicelib.domain.model import ConnectionStatus, RunStatus, Trigger
+from chalicelib.domain.model import Connection, ConnectionStatus, DatasetKey, RunStatus, Trigger
 from chalicelib.providers.policies import PolicyResolver
-from chalicelib.store.dynamo import DynamoStore
 from chalicelib.sync.coordinator import SyncCoordinator
 from chalicelib.sync.engine import OutcomeKind, SyncOutcome
 from chalicelib.sync.jobs import Job, JobQueue
@@ -17,13 +17,23 @@ from chalicelib.usecases.fanout import FanOut
 logger = logging.getLogger(__name__)
 
 
+class WorkerStore(Protocol):
+    """What a worker touches before it hands a job to the coordinator."""
+
+    def get_connection(self, user_id: str, connection_id: str, *, consistent: bool = False) -> Connection | None: ...
+
+    def mark_run(self, key: DatasetKey, run_id: str, status: RunStatus, *, only_if: RunStatus) -> None: ...
+
+    def release_queue_claim(self, key: DatasetKey, job_id: str, *, unschedule: bool = False) -> None: ...
+
+
 class WorkerService:
     """Runs queued jobs. Returns normally when the message is done (synced, superseded, deferred
     or undeliverable); raises ``SyncInProgressError`` when SQS should redeliver it later."""
 
     def __init__(
         self,
-        store: DynamoStore,
+        store: WorkerStore,
         policies: PolicyResolver,
         coordinator: SyncCoordinator,
         fanout: FanOut,

@@ -405,7 +405,7 @@ def test_a_connection_scope_gives_each_connection_its_own_limit(make_harness: An
     assert guard.take_token("exchange", now, connection_scope="u2#k2") is None
     assert guard.take_token("exchange", now, connection_scope="u2#k2") is None
     # And each has its own item; there is no provider-wide one
-    items = harness.container.store.get_shared_many(
+    items = harness.container.store.shared.get_many(
         ["bucket#exchange", "bucket#exchange#u1#k1", "bucket#exchange#u2#k2"]
     )
     assert sorted(items) == ["bucket#exchange#u1#k1", "bucket#exchange#u2#k2"]
@@ -537,5 +537,5 @@ def test_a_bucket_item_from_the_single_bucket_version_keeps_its_hold(make_harnes
 
 def _gate_windows(harness: Any, provider: str) -> Any:
     """The provider's shared rate windows, as its gate item holds them."""
-    document = harness.container.store.get_shared_json(f"gate#{provider}")
+    document = harness.container.store.shared.get_json(f"gate#{provider}")
     return None if document is None else document.get("windows")

@@ -146,7 +146,7 @@ def test_a_shared_bucket_never_grants_more_than_its_capacity_across_threads(make
         granted = 0
         for _attempt in range(50):
             try:
-                wait = harness.container.store.take_token("test#bucket", bucket, harness.clock.now())
+                wait = harness.container.store.shared.take_token("test#bucket", bucket, harness.clock.now())
             except StoreBusyError:  # lost too many races in a row: a refusal to retry, never a grant
                 continue
             if wait is not None:

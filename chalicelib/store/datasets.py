@@ -1,0 +1,366 @@
+"""Each dataset's state item."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pynamodb.exceptions import TransactWriteError, UpdateError
+from pynamodb.transactions import TransactWrite
+
+from chalicelib.domain.errors import (
+    ClaimNotWonError,
+    DatasetNotFoundError,
+    JobNotClaimableError,
+    LeaseLostError,
+    StoreBusyError,
+    SyncInProgressError,
+)
+from chalicelib.domain.model import (
+    Checkpoint,
+    DatasetKey,
+    DatasetState,
+    DatasetStatus,
+    RunStatus,
+    SyncCounts,
+    SyncRun,
+)
+from chalicelib.domain.planner import schedule_shard
+from chalicelib.store.conditions import (
+    _condition_failed,
+    _dataset_exists,
+    _identity_actions,
+    _job_is_queued,
+    _lease_free,
+    _lease_owned_by,
+    _no_live_queue_claim,
+    _no_run_finished_since,
+    _past_cooldown,
+    _schedule_actions,
+    _state_handle,
+    _update_if,
+)
+from chalicelib.store.convert import (
+    _get_state_item,
+    _run_item,
+    _state_from_item,
+)
+from chalicelib.store.items import (
+    STATE_SORT_KEY,
+    ConnectionItem,
+    DatasetItem,
+    LimitItem,
+    StateItem,
+    shared_connection,
+)
+from chalicelib.store.shared import SharedUpdate
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A run's final record, written with the dataset's state when a sync ends; ``gate`` is the
+    provider gate's unguarded update (the sync's slot back, its statistics) that rides along."""
+
+    run: SyncRun
+    retention_seconds: float
+    gate: SharedUpdate | None = None
+
+
+_ENSURE_ATTEMPTS = 3
+
+
+_FINISH_ATTEMPTS = 3
+
+
+_TRANSACTION_ITEMS = 100  # DynamoDB's limit per TransactWriteItems
+
+
+class DatasetStore:
+    """Each dataset's state item: the single-flight lease, the queue claim, checkpoints, the end of a sync."""
+
+    def get_state(self, key: DatasetKey, consistent: bool = True) -> DatasetState | None:
+        item = _get_state_item(key, consistent)
+        return _state_from_item(item) if item is not None else None
+
+    def list_states(self, user_id: str) -> list[DatasetState]:
+        return [_state_from_item(item) for item in DatasetItem.by_user.query(user_id) if isinstance(item, StateItem)]
+
+    def acquire_lease(
+        self,
+        key: DatasetKey,
+        provider: str,
+        owner: str,
+        now: float,
+        ttl_seconds: float,
+        *,
+        job_id: str | None = None,
+        expected_last_run_id: str | None = None,
+    ) -> DatasetState:
+        """Win the dataset's single-flight lease, or raise.
+
+        A direct caller (a read) may take a free lease only if no run has finished since
+        it looked (``expected_last_run_id``): otherwise that run's result is what it
+        wanted. Its sync satisfies any queued job, so it clears the claim. A worker must
+        also present the queued job id, so a redelivered or superseded job never runs a
+        second sync.
+        """
+        actions = [
+            *_identity_actions(key, provider),
+            StateItem.lease_owner.set(owner),
+            StateItem.lease_expires_at.set(now + ttl_seconds),
+            StateItem.status.set(DatasetStatus.RUNNING.value),
+            StateItem.last_attempted_at.set(now),
+        ]
+        condition = _dataset_exists() & _lease_free(now)
+        if job_id is not None:
+            # The claim stays until the job finishes, so a redelivery after a crash can resume it.
+            condition = condition & _job_is_queued(job_id)
+        else:
+            condition = condition & _no_run_finished_since(expected_last_run_id)
+            actions += [StateItem.queued_job_id.remove(), StateItem.queued_at.remove()]
+        handle = _state_handle(key)
+        try:
+            handle.update(actions=actions, condition=condition)
+        except UpdateError as exc:
+            if not _condition_failed(exc):
+                raise
+            current = self._existing_state(key, exc)
+            if job_id is not None and current.queued_job_id != job_id:
+                raise JobNotClaimableError(f"job {job_id} is no longer queued for {key.describe()}") from exc
+            raise SyncInProgressError() from exc
+        return _state_from_item(handle)
+
+    def claim_queue(
+        self,
+        key: DatasetKey,
+        provider: str,
+        job_id: str,
+        now: float,
+        *,
+        cooldown_seconds: float,
+        claim_ttl_seconds: float,
+        require_past_cooldown: bool = True,
+    ) -> None:
+        """Win the right to queue the one background sync of this dataset (invariant 2)."""
+        condition = _dataset_exists() & _lease_free(now) & _no_live_queue_claim(now, claim_ttl_seconds)
+        if require_past_cooldown:
+            condition = condition & _past_cooldown(now, cooldown_seconds)
+        try:
+            _state_handle(key).update(
+                actions=[
+                    *_identity_actions(key, provider),
+                    StateItem.queued_job_id.set(job_id),
+                    StateItem.queued_at.set(now),
+                ],
+                condition=condition,
+            )
+        except UpdateError as exc:
+            if not _condition_failed(exc):
+                raise
+            self._existing_state(key, exc)
+            raise ClaimNotWonError() from exc
+
+    def _existing_state(self, key: DatasetKey, failed: Exception) -> DatasetState:
+        """After a failed condition: the state as it is now, or ``DatasetNotFoundError`` if it was deleted."""
+        current = self.get_state(key)
+        if current is None:
+            raise DatasetNotFoundError(f"dataset {key.describe()} was deleted") from failed
+        return current
+
+    def release_queue_claim(self, key: DatasetKey, job_id: str, *, unschedule: bool = False) -> None:
+        """Drop a job's claim (its message could not be sent, or the job is not run), so the next
+        reader or tick may queue again. ``unschedule`` also takes the dataset off the schedule
+        (a job for a paused or broken connection).
+
+        Conditioned on the claim, so a PUT that revived the connection meanwhile (and dropped the
+        claim while rescheduling) wins: the dataset stays on the schedule.
+        """
+        actions = [StateItem.queued_job_id.remove(), StateItem.queued_at.remove()]
+        if unschedule:
+            actions.append(StateItem.next_sync_at.remove())
+        _update_if(_state_handle(key), actions, _job_is_queued(job_id))
+
+    def ensure_dataset(self, key: DatasetKey, provider: str, next_sync_at: float | None = None) -> None:
+        """Create the dataset's state item, but only while its connection exists.
+
+        One transaction: a ConditionCheck on the connection item and a put that
+        never overwrites. Everything else requires the state item to exist, so a
+        sync racing a DELETE cannot bring the dataset back. ``next_sync_at`` puts a
+        scheduled data type on the schedule (``None``: on demand only).
+        """
+        state = StateItem(
+            key.dataset_id,
+            STATE_SORT_KEY,
+            user_id=key.user_id,
+            dataset_key=key.dataset_key,
+            connection_id=key.connection_id,
+            data_type=key.data_type,
+            provider=provider,
+            schedule_shard=schedule_shard(key.dataset_id),
+            next_sync_at=next_sync_at,
+        )
+        for _ in range(_ENSURE_ATTEMPTS):
+            try:
+                with TransactWrite(connection=shared_connection()) as transaction:
+                    transaction.condition_check(
+                        ConnectionItem, key.user_id, key.connection_id, condition=ConnectionItem.user_id.exists()
+                    )
+                    transaction.save(state, condition=StateItem.pk.does_not_exist())
+                return
+            except TransactWriteError as exc:
+                codes = [reason.code if reason is not None else None for reason in exc.cancellation_reasons or []]
+                if codes[:1] == ["ConditionalCheckFailed"]:
+                    raise DatasetNotFoundError(f"connection {key.connection_id!r} not found") from exc
+                if codes[1:2] == ["ConditionalCheckFailed"]:
+                    return  # the state item already exists
+                # A conflict with a concurrent writer (another reader creating it, or a PUT): look, then retry.
+                if _get_state_item(key, consistent=True) is not None:
+                    return
+        raise StoreBusyError(f"could not create the state of {key.describe()}; try again")
+
+    def renew_lease(self, key: DatasetKey, owner: str, now: float, ttl_seconds: float) -> None:
+        """Fence: called right before a holder writes records, so a holder that lost the lease writes nothing."""
+        self._update_as_owner(key, owner, [StateItem.lease_expires_at.set(now + ttl_seconds)])
+
+    def save_checkpoint(
+        self, key: DatasetKey, owner: str, now: float, ttl_seconds: float, checkpoint: Checkpoint
+    ) -> None:
+        """Record progress and renew the lease in one write; only the owner may."""
+        self._update_as_owner(
+            key,
+            owner,
+            [StateItem.checkpoint_json.set(checkpoint.to_json()), StateItem.lease_expires_at.set(now + ttl_seconds)],
+        )
+
+    def finish_success(
+        self,
+        key: DatasetKey,
+        owner: str,
+        now: float,
+        *,
+        run: FinishedRun,
+        counts: SyncCounts,
+        record_count: int | None,
+        record_count_delta: int,
+        watermark: str | None,
+        next_sync_at: float | None,
+        full_pass: bool,
+    ) -> None:
+        actions: list[Any] = [
+            StateItem.lease_owner.remove(),
+            StateItem.lease_expires_at.remove(),
+            StateItem.queued_job_id.remove(),
+            StateItem.queued_at.remove(),
+            StateItem.checkpoint_json.remove(),
+            StateItem.status.set(DatasetStatus.IDLE.value),
+            StateItem.last_successful_at.set(now),
+            StateItem.last_error.remove(),
+            StateItem.consecutive_failures.set(0),
+            StateItem.record_count.set(record_count)
+            if record_count is not None
+            else StateItem.record_count.add(record_count_delta),
+            StateItem.last_run_id.set(run.run.run_id),
+            StateItem.last_run_status.set(RunStatus.SUCCEEDED.value),
+            StateItem.last_counts_json.set(json.dumps(counts.as_dict())),
+        ]
+        actions.append(StateItem.watermark.set(watermark) if watermark else StateItem.watermark.remove())
+        if full_pass:
+            actions.append(StateItem.last_full_sync_at.set(now))
+        actions += _schedule_actions(key, next_sync_at)
+        self._finish_as_owner(key, owner, actions, run)
+
+    def finish_failure(
+        self, key: DatasetKey, owner: str, now: float, *, run: FinishedRun, error: str, next_sync_at: float | None
+    ) -> None:
+        """Keep the checkpoint: the next attempt resumes where this one stopped.
+
+        ``next_sync_at`` is the schedule's retry time (backed off), or ``None`` for on-demand data.
+        """
+        self._finish_as_owner(
+            key,
+            owner,
+            [
+                *_schedule_actions(key, next_sync_at),
+                StateItem.lease_owner.remove(),
+                StateItem.lease_expires_at.remove(),
+                StateItem.queued_job_id.remove(),
+                StateItem.queued_at.remove(),
+                StateItem.status.set(DatasetStatus.FAILED.value),
+                StateItem.last_error.set(error[:1000]),
+                StateItem.consecutive_failures.add(1),
+                StateItem.last_run_id.set(run.run.run_id),
+                StateItem.last_run_status.set(RunStatus.FAILED.value),
+            ],
+            run,
+        )
+
+    def hand_off(self, key: DatasetKey, owner: str, now: float, job_id: str) -> None:
+        """Turn our lease into a queued job atomically, so nobody else starts in between."""
+        self._update_as_owner(
+            key,
+            owner,
+            [
+                StateItem.lease_owner.remove(),
+                StateItem.lease_expires_at.remove(),
+                StateItem.status.set(DatasetStatus.IDLE.value),
+                StateItem.queued_job_id.set(job_id),
+                StateItem.queued_at.set(now),
+            ],
+        )
+
+    def release_lease(self, key: DatasetKey, owner: str, *, drop_claim: bool, status: DatasetStatus) -> None:
+        """Give the lease back without a run (a deferred start), restoring the dataset's ``status``.
+
+        The job's claim stays (the job comes back later) unless ``drop_claim``.
+        """
+        actions: list[Any] = [
+            StateItem.lease_owner.remove(),
+            StateItem.lease_expires_at.remove(),
+            StateItem.status.set(status.value),
+        ]
+        if drop_claim:
+            actions += [StateItem.queued_job_id.remove(), StateItem.queued_at.remove()]
+        self._update_as_owner(key, owner, actions)
+
+    def _finish_as_owner(self, key: DatasetKey, owner: str, actions: list[Any], run: FinishedRun) -> None:
+        """The end of a sync: the dataset's state (only its lease holder may) and the run's record, in
+        one transaction, so a run is never recorded finished by a holder that had lost the lease."""
+        gate = run.gate
+        for attempt in range(_FINISH_ATTEMPTS):
+            try:
+                with TransactWrite(connection=shared_connection()) as transaction:
+                    transaction.update(_state_handle(key), actions=actions, condition=_lease_owned_by(owner))
+                    transaction.save(_run_item(run.run, run.retention_seconds))
+                    if gate is not None:
+                        transaction.update(LimitItem(gate.pk), actions=list(gate.actions))
+                return
+            except TransactWriteError as exc:
+                codes = [reason.code if reason is not None else None for reason in exc.cancellation_reasons or []]
+                if codes[:1] == ["ConditionalCheckFailed"]:
+                    raise LeaseLostError(
+                        f"lost the lease on {key.describe()} (taken over, or the dataset was deleted)"
+                    ) from exc
+                if gate is not None and codes[2:3] == ["ValidationError"]:
+                    # The gate's holders map is gone (an operator reset the gate): the dataset's end must not
+                    # depend on it. Its slot was reset with it; this one sync goes uncounted.
+                    logger.warning("finishing %s without its provider gate update: %s", key.describe(), exc)
+                    gate = None
+                    continue
+                if "TransactionConflict" not in codes or attempt + 1 == _FINISH_ATTEMPTS:
+                    raise
+        raise StoreBusyError(f"could not finish the sync of {key.describe()}; try again")
+
+    def _update_as_owner(self, key: DatasetKey, owner: str, actions: list[Any]) -> None:
+        """Every write a lease holder makes (renew, checkpoint, release) goes through here."""
+        try:
+            _state_handle(key).update(actions=actions, condition=_lease_owned_by(owner))
+        except UpdateError as exc:
+            if _condition_failed(exc):
+                raise LeaseLostError(
+                    f"lost the lease on {key.describe()} (taken over, or the dataset was deleted)"
+                ) from exc
+            raise

@@ -1,0 +1,61 @@
+"""Sync runs, newest first, kept for the retention period."""
+
+from __future__ import annotations
+
+import contextlib
+
+from pynamodb.exceptions import DeleteError
+
+from chalicelib.domain.model import (
+    DatasetKey,
+    RunStatus,
+    SyncRun,
+)
+from chalicelib.store.conditions import (
+    _update_if,
+)
+from chalicelib.store.convert import (
+    _run_from_item,
+    _run_item,
+)
+from chalicelib.store.items import (
+    RunItem,
+)
+
+
+class RunStore:
+    """Sync runs, newest first, kept for the retention period."""
+
+    def put_run(self, run: SyncRun, retention_seconds: float) -> None:
+        _run_item(run, retention_seconds).save()
+
+    def delete_run(self, key: DatasetKey, run_id: str) -> None:
+        with contextlib.suppress(DeleteError):
+            RunItem(key.dataset_id, run_id).delete()
+
+    def mark_run(self, key: DatasetKey, run_id: str, status: RunStatus, *, only_if: RunStatus) -> None:
+        _update_if(RunItem(key.dataset_id, run_id), [RunItem.status.set(status.value)], RunItem.status == only_if.value)
+
+    def list_runs(self, key: DatasetKey, limit: int, now: float) -> list[SyncRun]:
+        """Newest first. Expired runs are skipped: TTL deletion is lazy (and moto never does it)."""
+        items = RunItem.query(
+            key.dataset_id,
+            filter_condition=RunItem.expires_at > int(now),
+            scan_index_forward=False,
+            page_size=limit,
+        )
+        runs: list[SyncRun] = []
+        for item in items:
+            runs.append(_run_from_item(item, key))
+            if len(runs) >= limit:
+                break
+        return runs
+
+    def get_run(self, key: DatasetKey, run_id: str, now: float) -> SyncRun | None:
+        try:
+            item = RunItem.get(key.dataset_id, run_id)
+        except RunItem.DoesNotExist:
+            return None
+        if item.expires_at <= now:
+            return None
+        return _run_from_item(item, key)
