@@ -65,6 +65,7 @@ from bench.local_load import bench_local_load  # noqa: E402
 from bench.moto_speed import apply_all as make_moto_fast  # noqa: E402
 from bench.oauth_storm import bench_refresh, with_kms_key  # noqa: E402
 from bench.report import Table, ops_text, percentile  # noqa: E402
+from bench.sync_cost import bench_sync_cost  # noqa: E402
 from bench.whoop_fanout import (  # noqa: E402
     WHOOP_CONNECTIONS,
     WHOOP_DAILY_CAP,
@@ -448,7 +449,7 @@ def machine_table(results: dict[str, Any]) -> Table:
     return table
 
 
-BENCHMARKS = ("cached", "concurrent", "timing", "fanout", "tick", "refresh", "whoop", "local-load")
+BENCHMARKS = ("sync-cost", "cached", "concurrent", "timing", "fanout", "tick", "refresh", "whoop", "local-load")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -504,6 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return go
 
+    run("sync-cost", lambda: bench_sync_cost(settings, results))
     run("cached", in_fresh_aws(lambda keyed, _sqs, _url: bench_cached_read_requests(keyed, results)))
     run(
         "concurrent",

@@ -326,7 +326,7 @@ class HealthInputs:
 
 
 def health_status(inputs: HealthInputs, now: float, tick_interval_seconds: float) -> tuple[Health, list[str]]:
-    """healthy / warning / degraded / unhealthy, with the reasons (README: "Health")."""
+    """healthy / warning / degraded / unhealthy, with the reasons (docs/api.md: ``health_status``)."""
     rate = inputs.succeeded_syncs / inputs.total_syncs * 100.0 if inputs.total_syncs >= MIN_SYNCS_FOR_RATE else None
     late_after = LATE_TICKS * tick_interval_seconds
     reference = inputs.last_tick_at if inputs.last_tick_at is not None else inputs.started_at

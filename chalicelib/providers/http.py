@@ -1,6 +1,6 @@
 """One guarded HTTP call to a provider: no redirects, a timeout, a bounded body.
 
-Every upstream is hostile (PRODUCT.md, invariant 9). ``requests`` follows redirects by
+Every upstream is treated as hostile. ``requests`` follows redirects by
 default and strips only ``Authorization`` when the host changes, so a credential header
 such as ``X-Api-Key`` would follow a 3xx to any host: redirects are never followed here,
 and a 3xx answer is an upstream error. The body is read in chunks and abandoned past

@@ -3,7 +3,7 @@
 ``OAuth2TokenClient`` implements ``base.TokenClient``: it decides whether a connection's access
 token needs renewing and spends the refresh token once. It never stores anything and never reads
 the clock: the engine owns single flight (a rotating refresh token must never be spent twice,
-PRODUCT.md invariant 10), persistence and time.
+see ``sync/token_refresh.py``), persistence and time.
 
 The app's client id and secret are deployment configuration, never part of a connection: the
 providers file names the environment variables that hold them, and they are read at refresh

@@ -79,6 +79,19 @@ _FINISH_ATTEMPTS = 3
 _TRANSACTION_ITEMS = 100  # DynamoDB's limit per TransactWriteItems
 
 
+_STATE_AT = 1
+"""Where the state update stands in a sync's final transaction (PynamoDB sends puts, then updates)."""
+_GATE_AT = 2
+
+
+def _gate_path_invalid(failed: TransactWriteError, codes: list[str | None]) -> bool:
+    """The gate update's path does not exist: a per-item ``ValidationError`` (DynamoDB), or a whole-request
+    ``ValidationException`` without reasons (moto, which the tests and the local run use)."""
+    if codes[_GATE_AT : _GATE_AT + 1] == ["ValidationError"]:
+        return True
+    return not codes and failed.cause_response_code == "ValidationException"
+
+
 class DatasetStore:
     """Each dataset's state item: the single-flight lease, the queue claim, checkpoints, the end of a sync."""
 
@@ -339,12 +352,13 @@ class DatasetStore:
                         transaction.update(LimitItem(gate.pk), actions=list(gate.actions))
                 return
             except TransactWriteError as exc:
+                # PynamoDB sends puts before updates: the reasons come as [run record, state, gate].
                 codes = [reason.code if reason is not None else None for reason in exc.cancellation_reasons or []]
-                if codes[:1] == ["ConditionalCheckFailed"]:
+                if codes[_STATE_AT : _STATE_AT + 1] == ["ConditionalCheckFailed"]:
                     raise LeaseLostError(
                         f"lost the lease on {key.describe()} (taken over, or the dataset was deleted)"
                     ) from exc
-                if gate is not None and codes[2:3] == ["ValidationError"]:
+                if gate is not None and _gate_path_invalid(exc, codes):
                     # The gate's holders map is gone (an operator reset the gate): the dataset's end must not
                     # depend on it. Its slot was reset with it; this one sync goes uncounted.
                     logger.warning("finishing %s without its provider gate update: %s", key.describe(), exc)

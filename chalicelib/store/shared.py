@@ -127,9 +127,7 @@ class SharedStore:
                 return result
         raise StoreBusyError("too many concurrent writers on the same shared limit; try again")
 
-    def take_token(
-        self, bucket_key: str, bucket: Bucket, now: float, *, attempts: int = _ATTEMPTS
-    ) -> float | None:
+    def take_token(self, bucket_key: str, bucket: Bucket, now: float, *, attempts: int = _ATTEMPTS) -> float | None:
         """Take one token from a shared bucket; ``None`` when granted, else seconds until one is free."""
 
         def decide(item: LimitItem | None) -> tuple[float | None, list[Any] | None]:

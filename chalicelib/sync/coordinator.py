@@ -1,7 +1,7 @@
 """Who runs a dataset's sync: win the lease and run it, join the one running, or queue one.
 
 Every decision to sync is a conditional write in the store, so any number of
-Lambdas asking at once produce one sync (PRODUCT.md invariants 1 and 2).
+Lambdas asking at once produce one sync, and at most one background job is queued.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Providers rotate refresh tokens: once spent, the old one is refused. So exactly one instance
 may spend it. They agree through a conditional write on the connection item, a lease like a
-dataset's sync lease (the timeline is in ``store.py``): the winner calls the token endpoint,
+dataset's sync lease (the timeline is in ``store/conditions.py``): the winner calls the token endpoint,
 stores the new credentials as the next ``credentials_version`` before anyone uses them, and
 drops the lease; the others poll (consistent reads) until that version appears, or until
 the winner's lease expires and one of them takes over.

@@ -1,7 +1,7 @@
 """The read path: answer from the cache at once, or wait for a sync within the budget.
 
 One Query answers a cached read (state item + first page of records). Behaviour
-follows the tier table in PRODUCT.md; the decision itself is ``policy.decide_read``.
+follows the tier table in docs/operations.md; the decision itself is ``policy.decide_read``.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def test_tier_follows_age_against_the_policy(age: float, freshness: Freshness, a
     snapshot = DatasetSnapshot(last_successful_at=NOW - age, last_attempted_at=NOW - age)
     # When a read decides
     decision = decide(snapshot)
-    # Then the tier and action follow the table in PRODUCT.md
+    # Then the tier and action follow the tier table in docs/operations.md
     assert decision.freshness is freshness
     assert decision.action is action
     assert decision.staleness_seconds == age
