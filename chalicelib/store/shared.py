@@ -98,9 +98,13 @@ class SharedStore:
         *,
         attempts: int = _ATTEMPTS,
         companion: str | None = None,
+        confirm_no_write: bool = True,
     ) -> T:
         """Read-decide-write on one shared item, guarded by its ``version``.
 
+        ``confirm_no_write``: a "nothing to write" decided on the remembered item is confirmed by a read;
+        ``False`` where that answer can only be a lower bound of the truth (a wait for tokens: other
+        writers only take, and a write after the wait that meets a newer version decides again).
         ``companion``: another item to read in the same call when this one must be read (``peek`` then
         has it for ``decide``: an item an earlier version kept the same state in).
 
@@ -115,7 +119,7 @@ class SharedStore:
         for _ in range(attempts):
             result, actions = decide(item)
             if actions is None:
-                if fresh:
+                if fresh or not confirm_no_write:
                     return result
                 item, fresh = self._read(pk, companion), True  # never answer "wait" or "nothing to do" from memory
                 continue

@@ -241,7 +241,7 @@ class SyncCoordinator:
                     self._clock,
                     joined=started,
                     woke=woke,
-                    window=base,
+                    window=0.0 if last_look else base,  # the look at the deadline is always a fresh one
                 )
                 now = self._clock.now()
                 if current is None:

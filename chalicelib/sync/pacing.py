@@ -48,6 +48,7 @@ GateStep = Callable[[LimitItem | None, dict[str, Any]], tuple[T, dict[str, Any] 
 """Gets the gate item and its document; gives the answer, the new document (``None``: unchanged), holder actions."""
 Changes = tuple[T, dict[str, Any] | None, list[Any]]
 
+_ATTEMPTS = 8
 _TOKEN_ATTEMPTS = 3
 
 
@@ -122,19 +123,23 @@ class ProviderGuard:
         provider: str,
         step: GateStep[T],
         *,
-        attempts: int | None = None,
+        attempts: int = _ATTEMPTS,
+        confirm_no_write: bool = True,
     ) -> T:
-        """Read-decide-write on the gate item (see ``GateStep``)."""
+        """Read-decide-write on the gate item (see ``GateStep``; ``SharedStore.update`` for the rest)."""
 
         def decide(item: LimitItem | None) -> tuple[T, list[Any] | None]:
             answer, document, extra = step(item, gate_document(item))
             actions = [*([] if document is None else shared_json_write(document)), *extra]
             return answer, (actions or None)
 
-        legacy = legacy_windows_key(provider)
-        if attempts is None:
-            return self._shared.update(gate_key(provider), decide, companion=legacy)
-        return self._shared.update(gate_key(provider), decide, attempts=attempts, companion=legacy)
+        return self._shared.update(
+            gate_key(provider),
+            decide,
+            attempts=attempts,
+            companion=legacy_windows_key(provider),
+            confirm_no_write=confirm_no_write,
+        )
 
     def _gate_windows(self, provider: str, item: LimitItem | None, windows: Sequence[RateWindow]) -> WindowLevels:
         """The gate's windows; before its first write, what an earlier version left (a hold is kept)."""
@@ -236,7 +241,7 @@ class ProviderGuard:
         return self._update_gate(provider, step)
 
     def _change_breaker(
-        self, provider: str, change: Callable[[BreakerState], BreakerState], *, attempts: int | None = None
+        self, provider: str, change: Callable[[BreakerState], BreakerState], *, attempts: int = _ATTEMPTS
     ) -> BreakerState:
         def step(
             _item: LimitItem | None, document: dict[str, Any]
@@ -288,7 +293,8 @@ class ProviderGuard:
         connection_scope: str | None,
         step: Callable[[Sequence[RateWindow], WindowLevels], tuple[T, WindowLevels | None]],
         *,
-        attempts: int | None = None,
+        attempts: int = _ATTEMPTS,
+        confirm_no_write: bool = True,
     ) -> T:
         """Read one limit scope's windows (the gate's, or a connection's own item), decide, write once."""
         limits = self._registry.limits(provider)
@@ -299,7 +305,7 @@ class ProviderGuard:
                 answer, after = step(windows, self._gate_windows(provider, item, windows))
                 return answer, (None if after is None else {**document, "windows": after.to_dict(windows)}), []
 
-            return self._update_gate(provider, on_gate, attempts=attempts)
+            return self._update_gate(provider, on_gate, attempts=attempts, confirm_no_write=confirm_no_write)
         if not connection_scope:
             raise ValueError(f"provider {provider!r} limits each connection: a connection_scope is needed")
 
@@ -308,9 +314,7 @@ class ProviderGuard:
             return answer, (None if after is None else shared_json_write(after.to_dict(windows)))
 
         key = connection_windows_key(provider, connection_scope)
-        if attempts is None:
-            return self._shared.update(key, on_item)
-        return self._shared.update(key, on_item, attempts=attempts)
+        return self._shared.update(key, on_item, attempts=attempts, confirm_no_write=confirm_no_write)
 
     def take_token(
         self,
@@ -334,7 +338,11 @@ class ProviderGuard:
             return (None if result.granted else result.retry_after_seconds), result.state_after
 
         try:
-            return self._update_windows(provider, connection_scope, step, attempts=_TOKEN_ATTEMPTS)
+            # A wait decided on what this instance last saw is never shorter than the true one (other workers
+            # only take), so it needs no read to confirm: the write after the wait meets any newer version.
+            return self._update_windows(
+                provider, connection_scope, step, attempts=_TOKEN_ATTEMPTS, confirm_no_write=False
+            )
         except StoreBusyError:
             # Other workers took the room in between: ask again about when the fastest window refills a call.
             windows = self._registry.limits(provider).windows
