@@ -1,7 +1,7 @@
 """Two moto costs on every DynamoDB request, taken away without changing a byte that botocore reads.
 
 - ``make_moto_dynamodb_answers_cheap``: moto 5 serializes each DynamoDB answer by walking the
-  operation's output shape, value by value (``moto/core/serialize.py``). A DynamoDB answer is
+  operation's output shape, value by value (``moto/core/serialize.py`` in the moto package). A DynamoDB answer is
   already JSON in its wire shape (``DynamoResult`` turned every attribute into ``{"S": ...}``), and
   the walk only drops ``None`` members and keys the shape does not know. The fast path drops
   ``None`` members itself and writes the JSON directly; any answer it cannot take as plain JSON

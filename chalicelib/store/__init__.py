@@ -1,1 +1,1 @@
-"""store"""
+"""DynamoDB (through PynamoDB) and KMS adapters: one module a concern, conditions named, failures as domain errors."""
