@@ -1,18 +1,16 @@
-"""The scheduled fan-out at scale (``python -m bench.run --only fanout,tick``). A script's parts, not tests.
+"""4. The scheduled fan-out at scale (``python -m bench.run --only fanout``). A script's part, not a test.
 
-4. Fan-out: N connections of a ``rest`` provider whose upstream is a loopback HTTP server that
-   enforces R requests/second itself (a token bucket, 429 + ``Retry-After: 1`` above it). The
-   schedule's tick (``FanOut.tick``) fires at once and every 60 s, as EventBridge would, and queues
-   the due datasets (at most its per-provider quota each time); W worker threads play the SQS event
-   source mapping (receive up to 10, invoke ``app.sync_worker`` with a Lambda-shaped event, delete
-   what it did not report as failed). Reported: 429s received (target 0), requests served, and
-   completion time against the ideal N/R (utilisation, target at least 0.9).
-5. One tick over 10,000 due datasets: every AWS API call it makes (DynamoDB and SQS), per dataset
-   (target at most 0.15), and its wall time.
+N connections of a ``rest`` provider whose upstream is a loopback HTTP server that enforces R
+requests/second itself (a token bucket, 429 + ``Retry-After: 1`` above it). The schedule's tick
+(``FanOut.tick``) fires at once and every 60 s, as EventBridge would, and queues the due datasets
+(at most its per-provider quota each time); W worker threads play the SQS event source mapping
+(receive up to 10, invoke ``app.sync_worker`` with a Lambda-shaped event, delete what it did not
+report as failed). Reported: 429s received (target 0), requests served, and completion time
+against the ideal N/R (utilisation, target at least 0.9).
 
-Both run the real code paths in-process against moto (``mock_aws``) with the real ``SystemClock``.
-moto costs that real AWS does not have would otherwise dominate both: ``bench.run`` applies
-``bench.moto_speed`` before any benchmark (same results, only faster).
+It runs the real code paths in-process against moto (``mock_aws``) with the real ``SystemClock``.
+moto costs that real AWS does not have would otherwise dominate: ``bench.run`` applies
+``local/moto_speed.py`` before any benchmark (same results, only faster).
 """
 
 from __future__ import annotations
@@ -21,41 +19,33 @@ from local.offline import use_in_process_aws
 
 use_in_process_aws()  # before boto3 is imported anywhere
 
-import json  # noqa: E402
-import logging  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from collections import Counter  # noqa: E402
-from collections.abc import Callable, Iterator, Mapping, Sequence  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
-from pathlib import Path  # noqa: E402
-from types import TracebackType  # noqa: E402
-from typing import Any, cast  # noqa: E402
+from typing import Any  # noqa: E402
 
-import boto3  # noqa: E402
-from moto import mock_aws  # noqa: E402
-
-from app import JOB_QUEUE_NAME, sync_worker  # noqa: E402
 from bench.calls import AWS_CALLS  # noqa: E402
+from bench.harness import (  # noqa: E402
+    LAMBDA_TIMEOUT_SECONDS,
+    VISIBILITY_TIMEOUT_SECONDS,
+    LogTally,
+    add_worker_rows,
+    bench_worker,
+    close_providers,
+    fresh_aws,
+    queue_depth,
+    sqs_client,
+    tick_interval,
+    tick_quota,
+)
+from bench.loopback import JsonHandler, LoopbackServer, max_in_window  # noqa: E402
 from bench.report import Table, ops_text  # noqa: E402
 from chalicelib.api.requests import connection_change  # noqa: E402
 from chalicelib.container import build_container, set_container  # noqa: E402
 from chalicelib.domain.clock import SystemClock  # noqa: E402
-from chalicelib.domain.config import DEFAULT_PROVIDERS_FILE, Settings  # noqa: E402
-from chalicelib.domain.model import DatasetKey  # noqa: E402
-from chalicelib.domain.planner import TICK_INTERVAL_SECONDS, jobs_allowed, quota_credit, schedule_shard  # noqa: E402
-from chalicelib.domain.planner import tick_quota as planner_tick_quota  # noqa: E402
-from chalicelib.providers import DEFAULT_LIMITS, ProviderLimits, ProviderRegistry, parse_limits, registry_from_config  # noqa: E402
+from chalicelib.domain.config import Settings  # noqa: E402
+from chalicelib.providers import parse_limits, registry_from_config  # noqa: E402
 from chalicelib.store.items import STATE_SORT_KEY, DatasetItem, StateItem, create_tables  # noqa: E402
-from local.emulator import Handler, QueueWorker  # noqa: E402
-
-REGION = "us-east-1"
-# The worker Lambda's timeout in .chalice/config.json: the handler gets a context with this much time.
-LAMBDA_TIMEOUT_SECONDS = 300
-# Unacknowledged messages come back after this (the deployed queue uses 1800 s; short here so a
-# failed job would show up as a delay inside the run instead of never).
-VISIBILITY_TIMEOUT_SECONDS = 60
 
 FANOUT_CONNECTIONS = 1000
 FANOUT_RATE = 10.0
@@ -72,40 +62,8 @@ FANOUT_WORKERS = 2
 FANOUT_RECORDS_PER_PAGE = 3
 FANOUT_DATA_TYPE = "items"
 
-TICK_DATASETS = 10_000
-TICK_DATA_TYPE = "recovery"
-TICK_LIMITS = {"requests_per_second": 1000, "burst": 1000}
 
-
-# --- a rate-limited loopback upstream ------------------------------------------------------------------
-
-
-class JsonHandler(BaseHTTPRequestHandler):
-    """The loopback upstreams' shared answer: a JSON body with its length, and no access log."""
-
-    def _answer(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
-        payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
-def serve_in_thread(handler: type[JsonHandler], name: str) -> tuple[ThreadingHTTPServer, threading.Thread]:
-    """A loopback server on a free port and the (not yet started) thread that serves it."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name=name, daemon=True)
-    return server, thread
-
-
-class RateLimitedUpstream:
+class RateLimitedUpstream(LoopbackServer):
     """``GET /items`` on 127.0.0.1: its own token bucket (capacity R, R per second, full at start);
     429 with ``Retry-After: 1`` when empty, else 200 with one page of records."""
 
@@ -136,12 +94,11 @@ class RateLimitedUpstream:
                 ]
                 self._answer(200, {"items": items, "next": None})
 
-        self._server, self._thread = serve_in_thread(Handler, "bench-upstream")
+        super().__init__(Handler, "bench-upstream")
 
     @property
     def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self.origin
 
     def _admit(self) -> int | None:
         """Take a token: the number of requests served so far, or ``None`` for a 429."""
@@ -160,120 +117,6 @@ class RateLimitedUpstream:
     def served(self) -> int:
         with self._lock:
             return self._served
-
-    def __enter__(self) -> RateLimitedUpstream:
-        self._thread.start()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-
-def max_in_window(times: Sequence[float], window: float) -> int:
-    """Most events in any half-open window of ``window`` seconds (two pointers over sorted times)."""
-    ordered = sorted(times)
-    best = start = 0
-    for end, moment in enumerate(ordered):
-        while moment - ordered[start] >= window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
-
-
-# --- the queue ----------------------------------------------------------------------------------------
-
-
-def sqs_client() -> Any:
-    return boto3.client("sqs", region_name=REGION)
-
-
-def bench_worker(
-    client: Callable[[], Any],
-    queue_url: str,
-    queue_arn: str,
-    stop: threading.Event,
-    concurrency: int,
-    handler: Handler | None = None,
-) -> QueueWorker:
-    """The shared SQS event source mapping (``local/emulator.py``) for ``app.sync_worker``, not yet started."""
-    return QueueWorker(
-        client,
-        queue_url,
-        queue_arn,
-        handler or cast(Handler, sync_worker),
-        function_name="smart-sync-bench-sync_worker",
-        timeout_seconds=LAMBDA_TIMEOUT_SECONDS,
-        stop=stop,
-        concurrency=concurrency,
-        redelivery_seconds=VISIBILITY_TIMEOUT_SECONDS,
-    )
-
-
-def queue_depth(sqs: Any, queue_url: str) -> dict[str, int]:
-    names = [
-        "ApproximateNumberOfMessages",
-        "ApproximateNumberOfMessagesNotVisible",
-        "ApproximateNumberOfMessagesDelayed",
-    ]
-    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)["Attributes"]
-    return {name.removeprefix("ApproximateNumberOfMessages") or "visible": int(attributes[name]) for name in names}
-
-
-# --- what the service logged -------------------------------------------------------------------------
-
-
-class LogTally(logging.Handler):
-    """Counts the service's log lines while attached (worker outcomes, retries, warnings)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self._tally_lock = threading.Lock()
-        self.outcomes: Counter[str] = Counter()
-        self.templates: Counter[str] = Counter()
-        self.warnings: list[str] = []
-        self.warning_count = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        template = str(record.msg)
-        with self._tally_lock:
-            self.templates[template.split(":", 1)[0][:60]] += 1
-            if template == "job %s handled: %s" and isinstance(record.args, tuple) and len(record.args) == 2:
-                self.outcomes[str(record.args[1])] += 1
-            if record.levelno >= logging.WARNING:
-                self.warning_count += 1
-                if len(self.warnings) < 20:
-                    self.warnings.append(record.getMessage().splitlines()[0][:160])
-
-    @contextmanager
-    def attached(self, logger_name: str = "chalicelib") -> Iterator[LogTally]:
-        logger = logging.getLogger(logger_name)
-        propagate, level = logger.propagate, logger.level
-        logger.addHandler(self)
-        logger.propagate = False  # counted and shown in the table, not spilled over the output
-        logger.setLevel(logging.INFO)
-        try:
-            yield self
-        finally:
-            logger.removeHandler(self)
-            logger.propagate, logger.level = propagate, level
-
-
-# --- 4. fan-out against a rate-limited upstream ------------------------------------------------------
-
-
-@contextmanager
-def fresh_aws(visibility_timeout: int | None = None) -> Iterator[tuple[Any, str]]:
-    """A new moto account state with the job queue; yields (sqs client, queue URL)."""
-    with mock_aws():
-        sqs = boto3.client("sqs", region_name=REGION)
-        attributes = {"VisibilityTimeout": str(visibility_timeout)} if visibility_timeout else {}
-        queue_url = sqs.create_queue(QueueName=JOB_QUEUE_NAME, Attributes=attributes)["QueueUrl"]
-        try:
-            yield sqs, str(queue_url)
-        finally:
-            set_container(None)
 
 
 def bench_fanout(
@@ -326,7 +169,6 @@ def bench_fanout(
                 }
             }
         )
-        provider = registry.get("bench")
         container = build_container(base_settings, clock=SystemClock(), registry=registry)
         create_tables()
         set_container(container)
@@ -383,9 +225,7 @@ def bench_fanout(
         finally:
             stop.set()
             worker.join(5)
-            close = getattr(provider, "close", None)
-            if callable(close):
-                close()
+            close_providers([container])
     threads_after = threading.active_count()
 
     arrivals = sorted(upstream.arrivals)
@@ -437,21 +277,7 @@ def bench_fanout(
     table.add("  time inside AWS calls, summed over threads", calls.seconds_text())
     notable = {k: v for k, v in tally.templates.items() if not k.startswith(("job ", "sync started", "sync succeeded"))}
     table.add("service log lines other than started/succeeded/handled", notable or "-")
-    table.add(
-        "worker batches / messages / batchItemFailures",
-        f"{stats.batches} / {stats.messages} / {stats.batch_item_failures}",
-    )
-    table.add("handler or receive errors", len(stats.handler_errors) + len(stats.receive_errors), "0")
-    for error in (stats.handler_errors + stats.receive_errors)[:5]:
-        table.add("  error", error)
-    table.add(
-        "SQS after the run (visible / in flight / delayed)",
-        " / ".join(str(v) for v in depth_after.values()),
-        "0 / 0 / 0",
-    )
-    table.add("service warnings logged", tally.warning_count, "0")
-    for line in tally.warnings[:5]:
-        table.add("  warning", line)
+    add_worker_rows(table, stats, tally, depth_after)
     table.add("threads alive before / after", f"{threads_before} / {threads_after}", "equal")
     results["fanout"] = {
         "connections": connections,
@@ -486,108 +312,5 @@ def bench_fanout(
         "sqs_after": depth_after,
         "end": finished,
         "threads_before_after": [threads_before, threads_after],
-    }
-    return table
-
-
-# --- 5. one tick over 10,000 due datasets -------------------------------------------------------------
-
-
-def demo_provider_config() -> dict[str, Any]:
-    """The demo provider as chalicelib/providers.json defines it, with limits generous enough for one tick."""
-    config = json.loads(Path(DEFAULT_PROVIDERS_FILE).read_text())["demo"]
-    policy = config["policies"][TICK_DATA_TYPE]
-    if policy.get("schedule_every_seconds") is None:
-        raise RuntimeError(f"demo/{TICK_DATA_TYPE} is on demand only: the tick would skip it")
-    return {**config, "limits": dict(TICK_LIMITS)}
-
-
-def tick_interval(settings: Settings) -> float:
-    return float(getattr(settings, "tick_interval_seconds", TICK_INTERVAL_SECONDS))
-
-
-def tick_quota(settings: Settings, limits: ProviderLimits) -> int:
-    """What the tick's own planner lets a first tick queue for one provider (its quota and carried credit)."""
-    quota = planner_tick_quota(
-        limits.windows, tick_interval_seconds=tick_interval(settings), weight_per_sync=limits.calls_per_sync
-    )
-    return jobs_allowed(quota_credit(quota.per_tick, None, 1.0))
-
-
-def seed_due_datasets(count: int, now: float) -> None:
-    """State items only (the tick never reads connections), due a minute ago, spread over the shards."""
-    with DatasetItem.batch_write() as batch:
-        for index in range(count):
-            key = DatasetKey(f"user-{index:05d}", "demo", TICK_DATA_TYPE)
-            batch.save(
-                StateItem(
-                    key.dataset_id,
-                    STATE_SORT_KEY,
-                    user_id=key.user_id,
-                    dataset_key=key.dataset_key,
-                    connection_id=key.connection_id,
-                    data_type=key.data_type,
-                    provider="demo",
-                    schedule_shard=schedule_shard(key.dataset_id),
-                    next_sync_at=now - 60 - index * 0.001,
-                )
-            )
-
-
-def bench_tick(base_settings: Settings, results: dict[str, Any], *, datasets: int = TICK_DATASETS) -> Table:
-    AWS_CALLS.install()
-    rps = float(TICK_LIMITS["requests_per_second"])
-    table = Table(
-        f"5. One tick over {datasets} due datasets (demo/{TICK_DATA_TYPE}, scheduled), every AWS API call counted"
-    )
-    with fresh_aws() as (sqs, queue_url):
-        registry: ProviderRegistry = registry_from_config({"demo": demo_provider_config()})
-        container = build_container(base_settings, clock=SystemClock(), registry=registry)
-        create_tables()
-        set_container(container)
-        seeded = time.perf_counter()
-        seed_due_datasets(datasets, time.time())
-        seed_seconds = time.perf_counter() - seeded
-        with AWS_CALLS.measure() as calls:
-            started = time.perf_counter()
-            summary = container.fanout.tick()
-            wall = time.perf_counter() - started
-        messages = queue_depth(sqs, queue_url)["visible"]
-    total = calls.total
-    per_dataset = total / datasets
-    quota = tick_quota(base_settings, parse_limits("demo", TICK_LIMITS))
-    table.add("seeding the state items (BatchWriteItem, not measured) (s)", f"{seed_seconds:.1f}")
-    table.add(
-        "provider limits for this benchmark",
-        f"demo: requests_per_second={rps:g}, burst={TICK_LIMITS['burst']} -> tick quota {quota} jobs",
-        f">= {datasets}",
-    )
-    table.add(
-        "  (with the default limits)",
-        f"{DEFAULT_LIMITS.windows[0].describe()} -> quota "
-        f"{tick_quota(base_settings, DEFAULT_LIMITS)} jobs per tick per provider",
-    )
-    table.add("tick: due / queued / skipped", f"{summary['due']} / {summary['queued']} / {summary['skipped'] or '-'}")
-    table.add("jobs queued (messages on the queue)", messages, str(datasets))
-    table.add("AWS API calls in the tick", total)
-    table.add("AWS API calls per dataset", f"{per_dataset:.4f}", "<= 0.15")
-    table.add("  by operation", ops_text(calls.counts))
-    table.add("tick wall time (s)", f"{wall:.2f}")
-    table.add("  time inside AWS calls, summed over the tick's threads", calls.seconds_text())
-    table.add("  tick's own duration_seconds", summary.get("duration_seconds"))
-    results["tick"] = {
-        "datasets": datasets,
-        "limits": dict(TICK_LIMITS),
-        "quota": quota,
-        "due": summary["due"],
-        "queued": summary["queued"],
-        "skipped": summary["skipped"],
-        "messages_on_queue": messages,
-        "aws_calls": dict(calls.counts),
-        "aws_call_seconds": {k: round(v, 3) for k, v in calls.seconds.items()},
-        "aws_calls_total": total,
-        "aws_calls_per_dataset": round(per_dataset, 5),
-        "wall_seconds": round(wall, 3),
-        "seed_seconds": round(seed_seconds, 2),
     }
     return table

@@ -26,12 +26,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 import requests
 
-from bench.fanout import JsonHandler, serve_in_thread
+from bench.loopback import JsonHandler, LoopbackServer
 from bench.report import Table, percentile
 from local.environment import DEMO_USER, HOST, PROJECT_DIR, free_port, stage_environment
 
@@ -48,7 +47,7 @@ _READ_TIMEOUT_SECONDS = 60.0
 _TOKEN_LINE = re.compile(r"^eyJ[\w-]+\.[\w-]+\.[\w-]+$")
 
 
-class SlowUpstream:
+class SlowUpstream(LoopbackServer):
     """``GET /items`` on 127.0.0.1: one page of ``records`` items after ``delay`` seconds; counts requests."""
 
     def __init__(self, delay: float, records: int = LOAD_RECORDS) -> None:
@@ -64,21 +63,11 @@ class SlowUpstream:
                 items = [{"id": f"item-{k}", "updated_at": "2026-11-01T00:00:00Z", "value": k} for k in range(records)]
                 self._answer(200, {"items": items, "next": None})
 
-        self._server, self._thread = serve_in_thread(Handler, "load-upstream")
+        super().__init__(Handler, "load-upstream")
 
     @property
     def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def __enter__(self) -> SlowUpstream:
-        self._thread.start()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        return self.origin
 
 
 def providers_file(directory: Path, upstream_url: str) -> Path:

@@ -1,7 +1,7 @@
 """7. WHOOP's two windows under the scheduled fan-out (``python -m bench.run --only whoop``). A script's part.
 
 1,000 WHOOP-shaped connections (OAuth2 bearer tokens, one scheduled ``recovery`` data type each,
-all due at once) against a loopback upstream (``bench.oauth_storm.WhoopLikeUpstream``) that
+all due at once) against a loopback upstream (``bench/whoop_upstream.py``'s ``WhoopLikeUpstream``) that
 ENFORCES both limits itself: at most 100 admitted calls in any sliding 60 s window, and a daily
 cap, 429 + ``Retry-After`` beyond either (and WHOOP's ``X-RateLimit-*`` headers on every answer,
 which the providers file names as feedback). The providers file declares the same two windows.
@@ -9,8 +9,8 @@ The app's ``sync_schedule`` handler fires at once and every 60 s, as EventBridge
 threads play the SQS event source mapping for ``sync_worker`` (``local/emulator.py``'s ``QueueWorker``).
 
 Which window binds where: the tick spreads a window longer than the tick over that window
-(``schedule.tick_quota``: its refill, ``(requests - burst) / per_seconds``, never its burst), so
-the day window sets how many syncs a tick plans, and a day cap the upstream could reach within
+(``tick_quota`` in ``chalicelib/domain/planner.py``: its refill, ``(requests - burst) / per_seconds``,
+never its burst), so the day window sets how many syncs a tick plans, and a day cap the upstream could reach within
 minutes would let the schedule plan nothing at all (250 a day plans 0.002 per tick). The default
 cap, 160,000 a day, is the one whose pace is 100 syncs per tick: the day window governs the
 schedule (``/sync/status`` names it, with the stretch of the schedule), and those 100 jobs a
@@ -39,27 +39,24 @@ from chalice.test import Client  # noqa: E402
 
 from app import app, sync_worker  # noqa: E402
 from bench.calls import AWS_CALLS  # noqa: E402
-from bench.fanout import (  # noqa: E402
+from bench.harness import (  # noqa: E402
     LAMBDA_TIMEOUT_SECONDS,
     LogTally,
+    add_worker_rows,
     bench_worker,
+    close_providers,
+    fire_schedule,
     fresh_aws,
-    max_in_window,
+    lambda_container,
     queue_depth,
     sqs_client,
     tick_interval,
-)
-from bench.oauth_storm import (  # noqa: E402
-    WhoopLikeUpstream,
-    Window,
-    close_providers,
-    fire_schedule,
-    lambda_container,
-    oauth_app_settings,
-    whoop_provider_config,
     with_kms_key,
 )
+from bench.loopback import max_in_window  # noqa: E402
 from bench.report import Table, ops_text  # noqa: E402
+from bench.whoop_provider import oauth_app_settings, whoop_provider_config  # noqa: E402
+from bench.whoop_upstream import WhoopLikeUpstream, Window  # noqa: E402
 from chalicelib.api.auth import issue_token  # noqa: E402
 from chalicelib.api.requests import connection_change  # noqa: E402
 from chalicelib.container import Container, set_container  # noqa: E402
@@ -290,17 +287,9 @@ def bench_whoop(
             table.add(f"  status {key}", _compact(value))
     notable = {k: v for k, v in tally.templates.items() if not k.startswith(("job ", "sync started", "sync succeeded"))}
     table.add("service log lines other than started/succeeded/handled", _compact(notable, 400) if notable else "-")
-    table.add(
-        "worker batches / messages / batchItemFailures (incl. given back as the run ends)",
-        f"{stats.batches} / {stats.messages} / {stats.batch_item_failures}",
+    add_worker_rows(
+        table, stats, tally, depth_after, batches_note=" (incl. given back as the run ends)", expect_clean=False
     )
-    table.add("handler or receive errors", len(stats.handler_errors) + len(stats.receive_errors), "0")
-    for error in (stats.handler_errors + stats.receive_errors)[:5]:
-        table.add("  error", error)
-    table.add("SQS after the run (visible / in flight / delayed)", " / ".join(str(v) for v in depth_after.values()))
-    table.add("service warnings logged", tally.warning_count)
-    for line in tally.warnings[:5]:
-        table.add("  warning", line)
     table.add("run: workers stopped at / all joined at (s)", f"{stopped_at:.1f} / {ended_at:.1f}")
     table.add(
         "threads alive before / after (workers still running)", f"{threads_before} / {threads_after} ({still_running})"

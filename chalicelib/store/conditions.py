@@ -64,7 +64,8 @@ def _no_run_finished_since(expected_last_run_id: str | None) -> Condition:
 
 
 def _no_live_queue_claim(now: float, claim_ttl_seconds: float) -> Condition:
-    return cast(Condition, StateItem.queued_job_id.does_not_exist() | (StateItem.queued_at < now - claim_ttl_seconds))
+    # Free at the instant its TTL ends: the same boundary as ``policy.queue_claim_is_live``.
+    return cast(Condition, StateItem.queued_job_id.does_not_exist() | (StateItem.queued_at <= now - claim_ttl_seconds))
 
 
 def _still_due_at(next_sync_at: float) -> Condition:
