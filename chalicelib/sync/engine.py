@@ -21,6 +21,7 @@ from chalicelib.domain.breaker import Admission
 from chalicelib.domain.clock import Clock
 from chalicelib.domain.config import Settings
 from chalicelib.domain.errors import LeaseLostError
+from chalicelib.domain.gate import Start
 from chalicelib.domain.logs import log_crash
 from chalicelib.domain.model import (
     Checkpoint,
@@ -132,7 +133,10 @@ class SyncEngine:
             safe_until=(state.lease_expires_at if state.lease_expires_at is not None else now + ttl) - ttl / 2,
         )
         try:
-            start = self._guard.start(progress.provider, owner, now, weight=progress.weight)
+            start = self._waits.start(progress)
+            if not isinstance(start, Start):
+                busy = f"provider {progress.provider!r} is starting many syncs at once"
+                return self._defer_start(progress, state, start, busy)
             admission = start.admission
             if not admission.allowed:
                 outage = f"provider {progress.provider!r} is failing (circuit open after repeated errors)"

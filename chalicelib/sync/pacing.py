@@ -182,7 +182,9 @@ class ProviderGuard:
             )
             return start, (changed if changed != document else None), holders
 
-        return self._update_gate(provider, step)
+        # Few attempts: in a burst of starts, losers back off with jitter (``ProviderWaits.start``) rather
+        # than spend a write on every other winner.
+        return self._update_gate(provider, step, attempts=_TOKEN_ATTEMPTS)
 
     def renew_slot(self, provider: str, owner: str, now: float) -> float | None:
         """Keep (or take) a running-sync slot; ``None`` when held, else seconds until one may free."""

@@ -15,6 +15,8 @@ from typing import Protocol
 from chalicelib.domain.breaker import BreakerState
 from chalicelib.domain.clock import Clock
 from chalicelib.domain.config import Settings
+from chalicelib.domain.errors import StoreBusyError
+from chalicelib.domain.gate import Start
 from chalicelib.domain.model import DatasetKey
 from chalicelib.domain.retry import backoff_delay
 from chalicelib.domain.upstream import ProviderError, ProviderRateLimitError
@@ -66,6 +68,20 @@ class ProviderWaits:
     def _longest_wait(self) -> float:
         """One wait in place: short enough that a renewal always comes before the lease expires."""
         return min(self._settings.provider_wait_max_seconds, self._settings.lease_ttl_seconds / 6)
+
+    def start(self, progress: SyncProgress) -> Start | float:
+        """The gate's answer to this sync's start, or the seconds to come back in when other workers kept
+        winning the gate's write (a burst of syncs of one provider): tried again briefly, with jitter."""
+        waited = 0.0
+        while True:
+            try:
+                return self._guard.start(progress.provider, progress.owner, self._clock.now(), weight=progress.weight)
+            except StoreBusyError:
+                poll = 0.05 + 0.25 * self._random()
+                if waited + poll > self._settings.provider_wait_max_seconds or not self.can_wait(poll, progress):
+                    return 1.0
+                self._pause(poll, progress)
+                waited += poll
 
     def wait_for_slot(self, progress: SyncProgress) -> float | None:
         """Wait (briefly) for one of the provider's concurrency slots; the wait left when giving up."""
