@@ -1,6 +1,6 @@
 """Named condition fragments of every conditional write, with the timelines they guard.
 
-A failed condition is ``False`` from ``_update_if``, never a raw ``UpdateError``."""
+A failed condition is ``False`` from ``update_if``, never a raw ``UpdateError``."""
 
 from __future__ import annotations
 
@@ -21,106 +21,106 @@ from chalicelib.store.items import (
     StateItem,
 )
 
-_CONDITION_FAILED = "ConditionalCheckFailedException"
+CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
-def _condition_failed(exc: Exception) -> bool:
-    return getattr(exc, "cause_response_code", None) == _CONDITION_FAILED
+def condition_failed(exc: Exception) -> bool:
+    return getattr(exc, "cause_response_code", None) == CONDITION_FAILED
 
 
-def _update_if(handle: Model, actions: list[Any], condition: Condition) -> bool:
+def update_if(handle: Model, actions: list[Any], condition: Condition) -> bool:
     """One conditional UpdateItem; ``False`` when its condition failed (any other error raises)."""
     try:
         handle.update(actions=actions, condition=condition)
     except UpdateError as exc:
-        if _condition_failed(exc):
+        if condition_failed(exc):
             return False
         raise
     return True
 
 
-def _dataset_exists() -> Condition:
+def dataset_exists() -> Condition:
     """Only ``ensure_dataset`` creates a state item, so a deleted dataset stays deleted."""
     return cast(Condition, StateItem.pk.exists())
 
 
-def _lease_free(now: float) -> Condition:
+def lease_free(now: float) -> Condition:
     # Free at the instant it expires: the same boundary as ``policy.lease_is_held``.
     return cast(Condition, StateItem.lease_owner.does_not_exist() | (StateItem.lease_expires_at <= now))
 
 
-def _lease_owned_by(owner: str) -> Condition:
+def lease_owned_by(owner: str) -> Condition:
     return cast(Condition, StateItem.lease_owner == owner)
 
 
-def _job_is_queued(job_id: str) -> Condition:
+def job_is_queued(job_id: str) -> Condition:
     return cast(Condition, StateItem.queued_job_id == job_id)
 
 
-def _no_run_finished_since(expected_last_run_id: str | None) -> Condition:
+def no_run_finished_since(expected_last_run_id: str | None) -> Condition:
     if expected_last_run_id is None:
         return StateItem.last_run_id.does_not_exist()
     return cast(Condition, StateItem.last_run_id == expected_last_run_id)
 
 
-def _no_live_queue_claim(now: float, claim_ttl_seconds: float) -> Condition:
+def no_live_queue_claim(now: float, claim_ttl_seconds: float) -> Condition:
     # Free at the instant its TTL ends: the same boundary as ``policy.queue_claim_is_live``.
     return cast(Condition, StateItem.queued_job_id.does_not_exist() | (StateItem.queued_at <= now - claim_ttl_seconds))
 
 
-def _still_due_at(next_sync_at: float) -> Condition:
+def still_due_at(next_sync_at: float) -> Condition:
     """The schedule decided on this due time; a sync since then moved it, and the claim is moot."""
     return cast(Condition, StateItem.next_sync_at == next_sync_at)
 
 
-def _past_cooldown(now: float, cooldown_seconds: float) -> Condition:
+def past_cooldown(now: float, cooldown_seconds: float) -> Condition:
     """Guards against a claim made from a stale read of a dataset someone just synced."""
     condition = StateItem.last_successful_at.does_not_exist() | (StateItem.last_successful_at <= now - cooldown_seconds)
     return cast(Condition, condition)
 
 
-def _connection_exists() -> Condition:
+def connection_exists() -> Condition:
     return cast(Condition, ConnectionItem.user_id.exists())
 
 
-def _connection_absent() -> Condition:
+def connection_absent() -> Condition:
     return cast(Condition, ConnectionItem.user_id.does_not_exist())
 
 
-def _credentials_version_is(version: int) -> Condition:
+def credentials_version_is(version: int) -> Condition:
     same = ConnectionItem.credentials_version == version
     if version == 0:  # items written before versions existed have none
         same = same | ConnectionItem.credentials_version.does_not_exist()
-    return cast(Condition, _connection_exists() & same)
+    return cast(Condition, connection_exists() & same)
 
 
-def _refresh_lease_free(now: float) -> Condition:
+def refresh_lease_free(now: float) -> Condition:
     # Free at the instant it expires, like a dataset's sync lease.
     return cast(Condition, ConnectionItem.refresh_owner.does_not_exist() | (ConnectionItem.refresh_expires_at <= now))
 
 
-def _refresh_lease_owned_by(owner: str) -> Condition:
+def refresh_lease_owned_by(owner: str) -> Condition:
     return cast(Condition, ConnectionItem.refresh_owner == owner)
 
 
-def _refresh_lease_cleared() -> list[Any]:
+def refresh_lease_cleared() -> list[Any]:
     return [ConnectionItem.refresh_owner.remove(), ConnectionItem.refresh_expires_at.remove()]
 
 
-def _credentials_actions(sealed: str, version: int) -> list[Any]:
+def credentials_actions(sealed: str, version: int) -> list[Any]:
     """A credentials write: the blob (or none), the next version, and no refresh lease left behind."""
     return [
         ConnectionItem.credentials_sealed.set(sealed) if sealed else ConnectionItem.credentials_sealed.remove(),
         ConnectionItem.credentials_version.set(version),
-        *_refresh_lease_cleared(),
+        *refresh_lease_cleared(),
     ]
 
 
-def _state_handle(key: DatasetKey) -> StateItem:
+def state_handle(key: DatasetKey) -> StateItem:
     return StateItem(key.dataset_id, STATE_SORT_KEY)
 
 
-def _identity_actions(key: DatasetKey, provider: str) -> list[Any]:
+def identity_actions(key: DatasetKey, provider: str) -> list[Any]:
     """Written on every lease/claim write so the first one also creates a well-formed item."""
     return [
         StateItem.kind.set(StateItem),
@@ -132,7 +132,7 @@ def _identity_actions(key: DatasetKey, provider: str) -> list[Any]:
     ]
 
 
-def _schedule_actions(key: DatasetKey, next_sync_at: float | None) -> list[Any]:
+def schedule_actions(key: DatasetKey, next_sync_at: float | None) -> list[Any]:
     """Due at ``next_sync_at`` on the schedule index (the shard is written too: items from before the
     index existed join it at their next sync), or off it."""
     if next_sync_at is None:
@@ -140,6 +140,6 @@ def _schedule_actions(key: DatasetKey, next_sync_at: float | None) -> list[Any]:
     return [StateItem.next_sync_at.set(next_sync_at), StateItem.schedule_shard.set(schedule_shard(key.dataset_id))]
 
 
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

@@ -1,4 +1,5 @@
-"""Connections, their sealed credentials and the token refresh lease, their health."""
+"""Connections: their settings and status, their sealed credentials and the token refresh lease,
+the provider-user index for webhooks, and the count of rejected credentials."""
 
 from __future__ import annotations
 
@@ -13,21 +14,21 @@ from chalicelib.domain.model import (
     ConnectionStatus,
 )
 from chalicelib.store.conditions import (
-    _chunks,
-    _connection_absent,
-    _connection_exists,
-    _credentials_actions,
-    _credentials_version_is,
-    _refresh_lease_cleared,
-    _refresh_lease_free,
-    _refresh_lease_owned_by,
-    _update_if,
+    chunks,
+    connection_absent,
+    connection_exists,
+    credentials_actions,
+    credentials_version_is,
+    refresh_lease_cleared,
+    refresh_lease_free,
+    refresh_lease_owned_by,
+    update_if,
 )
 from chalicelib.store.convert import (
-    _CREDENTIAL_ATTRIBUTES,
-    _connection_from_item,
-    _stored_credentials_from_item,
+    CREDENTIAL_ATTRIBUTES,
+    connection_from_item,
     provider_user_key,
+    stored_credentials_from_item,
 )
 from chalicelib.store.items import (
     ConnectionItem,
@@ -95,27 +96,27 @@ class ConnectionStore:
         else:
             actions += [ConnectionItem.provider_user_id.remove(), ConnectionItem.provider_user_key.remove()]
         if previous is None:
-            condition = _connection_absent()
+            condition = connection_absent()
         elif credentials_written:
-            condition = _credentials_version_is(previous.credentials_version)
+            condition = credentials_version_is(previous.credentials_version)
         else:
-            condition = _connection_exists()
+            condition = connection_exists()
         if credentials_written:
-            actions += _credentials_actions(connection.sealed_credentials, connection.credentials_version)
+            actions += credentials_actions(connection.sealed_credentials, connection.credentials_version)
         handle = ConnectionItem(connection.user_id, connection.connection_id)
-        if not _update_if(handle, actions, condition):
+        if not update_if(handle, actions, condition):
             raise CredentialsChangedError(
                 f"connection {connection.connection_id!r} changed while it was being saved; try again"
             )
 
     def get_connection(self, user_id: str, connection_id: str, *, consistent: bool = False) -> Connection | None:
         try:
-            return _connection_from_item(ConnectionItem.get(user_id, connection_id, consistent_read=consistent))
+            return connection_from_item(ConnectionItem.get(user_id, connection_id, consistent_read=consistent))
         except ConnectionItem.DoesNotExist:
             return None
 
     def list_connections(self, user_id: str) -> list[Connection]:
-        return [_connection_from_item(item) for item in ConnectionItem.query(user_id)]
+        return [connection_from_item(item) for item in ConnectionItem.query(user_id)]
 
     def delete_connection(self, user_id: str, connection_id: str) -> None:
         with contextlib.suppress(DeleteError):
@@ -130,21 +131,21 @@ class ConnectionStore:
         wanted = provider_user_key(provider, provider_user_id)
         keys = {(item.user_id, item.connection_id) for item in ConnectionItem.by_provider_user.query(wanted)}
         found: list[Connection] = []
-        for chunk in _chunks(sorted(keys), 100):
+        for chunk in chunks(sorted(keys), 100):
             for item in ConnectionItem.batch_get(chunk, consistent_read=True):
                 if item.provider_user_key == wanted:
-                    found.append(_connection_from_item(item))
+                    found.append(connection_from_item(item))
         return sorted(found, key=lambda c: (c.user_id, c.connection_id))
 
     def stored_credentials(self, user_id: str, connection_id: str) -> StoredCredentials | None:
         """The credential fields as they are now (a consistent read); ``None`` once the connection is deleted."""
         try:
             item = ConnectionItem.get(
-                user_id, connection_id, consistent_read=True, attributes_to_get=_CREDENTIAL_ATTRIBUTES
+                user_id, connection_id, consistent_read=True, attributes_to_get=CREDENTIAL_ATTRIBUTES
             )
         except ConnectionItem.DoesNotExist:
             return None
-        return _stored_credentials_from_item(item)
+        return stored_credentials_from_item(item)
 
     def take_refresh_lease(
         self, user_id: str, connection_id: str, owner: str, *, seen_version: int, now: float, ttl_seconds: float
@@ -156,7 +157,7 @@ class ConnectionStore:
         """
         handle = ConnectionItem(user_id, connection_id)
         actions = [ConnectionItem.refresh_owner.set(owner), ConnectionItem.refresh_expires_at.set(now + ttl_seconds)]
-        if not _update_if(handle, actions, _credentials_version_is(seen_version) & _refresh_lease_free(now)):
+        if not update_if(handle, actions, credentials_version_is(seen_version) & refresh_lease_free(now)):
             raise RefreshNotWonError(f"the token refresh of connection {connection_id!r} is not ours to do now")
 
     def finish_refresh(self, user_id: str, connection_id: str, owner: str, *, seen_version: int, sealed: str) -> int:
@@ -167,8 +168,8 @@ class ConnectionStore:
         ``updated_at`` stays: it is when the user last PUT the connection.
         """
         version = seen_version + 1
-        condition = _credentials_version_is(seen_version) & _refresh_lease_owned_by(owner)
-        if not _update_if(ConnectionItem(user_id, connection_id), _credentials_actions(sealed, version), condition):
+        condition = credentials_version_is(seen_version) & refresh_lease_owned_by(owner)
+        if not update_if(ConnectionItem(user_id, connection_id), credentials_actions(sealed, version), condition):
             raise CredentialsChangedError(
                 f"the credentials of connection {connection_id!r} changed during the token refresh"
             )
@@ -176,21 +177,21 @@ class ConnectionStore:
 
     def release_refresh_lease(self, user_id: str, connection_id: str, owner: str) -> None:
         """Give the lease back without storing anything (the token endpoint failed); a lost lease is not an error."""
-        _update_if(ConnectionItem(user_id, connection_id), _refresh_lease_cleared(), _refresh_lease_owned_by(owner))
+        update_if(ConnectionItem(user_id, connection_id), refresh_lease_cleared(), refresh_lease_owned_by(owner))
 
     def refuse_refresh(self, user_id: str, connection_id: str, *, seen_version: int, reason: str) -> bool:
         """The provider refused the refresh token of ``seen_version``: NEEDS_REVIEW now, lease dropped.
 
         ``False`` when the credentials changed meanwhile (the user connected again): nothing is written.
         """
-        return _update_if(
+        return update_if(
             ConnectionItem(user_id, connection_id),
             [
                 ConnectionItem.status.set(ConnectionStatus.NEEDS_REVIEW.value),
                 ConnectionItem.status_reason.set(reason[:500]),
-                *_refresh_lease_cleared(),
+                *refresh_lease_cleared(),
             ],
-            _credentials_version_is(seen_version),
+            credentials_version_is(seen_version),
         )
 
     def record_auth_failure(self, connection: Connection, *, threshold: int, reason: str, now: float) -> bool:
@@ -203,11 +204,11 @@ class ConnectionStore:
         same_version = (ConnectionItem.updated_at == connection.updated_at) & (
             ConnectionItem.status == ConnectionStatus.ACTIVE.value
         )
-        if not _update_if(handle, [ConnectionItem.auth_failures.add(1)], same_version):
+        if not update_if(handle, [ConnectionItem.auth_failures.add(1)], same_version):
             return False
         if int(handle.auth_failures or 0) < threshold:
             return False
-        return _update_if(
+        return update_if(
             handle,
             [
                 ConnectionItem.status.set(ConnectionStatus.NEEDS_REVIEW.value),
@@ -218,7 +219,7 @@ class ConnectionStore:
         )
 
     def reset_auth_failures(self, connection: Connection) -> None:
-        _update_if(
+        update_if(
             ConnectionItem(connection.user_id, connection.connection_id),
             [ConnectionItem.auth_failures.set(0)],
             ConnectionItem.updated_at == connection.updated_at,

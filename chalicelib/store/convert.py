@@ -1,4 +1,4 @@
-"""Items to domain values and back: state, records, connections, runs; page tokens; content hashes."""
+"""Items to domain values and back (state, records, connections, runs), page tokens, content hashes."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def decode_next_token(token: str) -> str:
     return value
 
 
-def _state_from_item(item: StateItem) -> DatasetState:
+def state_from_item(item: StateItem) -> DatasetState:
     counts = None
     if item.last_counts_json:
         counts = SyncCounts(**json.loads(item.last_counts_json))
@@ -90,7 +90,7 @@ def _state_from_item(item: StateItem) -> DatasetState:
     )
 
 
-def _record_from_item(item: RecordItem) -> StoredRecord:
+def record_from_item(item: RecordItem) -> StoredRecord:
     return StoredRecord(
         record_id=item.record_id,
         data=json.loads(item.data_json),
@@ -99,7 +99,7 @@ def _record_from_item(item: RecordItem) -> StoredRecord:
     )
 
 
-def _connection_from_item(item: ConnectionItem) -> Connection:
+def connection_from_item(item: ConnectionItem) -> Connection:
     return Connection(
         user_id=item.user_id,
         connection_id=item.connection_id,
@@ -121,7 +121,7 @@ def provider_user_key(provider: str, provider_user_id: str) -> str:
     return f"{provider}#{provider_user_id}"
 
 
-def _stored_credentials_from_item(item: ConnectionItem) -> StoredCredentials:
+def stored_credentials_from_item(item: ConnectionItem) -> StoredCredentials:
     return StoredCredentials(
         sealed=item.credentials_sealed or "",
         version=int(item.credentials_version or 0),
@@ -132,7 +132,7 @@ def _stored_credentials_from_item(item: ConnectionItem) -> StoredCredentials:
     )
 
 
-_CREDENTIAL_ATTRIBUTES = [
+CREDENTIAL_ATTRIBUTES = [
     "user_id",
     "connection_id",
     "credentials_sealed",
@@ -144,7 +144,7 @@ _CREDENTIAL_ATTRIBUTES = [
 ]
 
 
-def _run_from_item(item: RunItem, key: DatasetKey) -> SyncRun:
+def run_from_item(item: RunItem, key: DatasetKey) -> SyncRun:
     return SyncRun(
         key=key,
         run_id=item.run_id,
@@ -168,7 +168,7 @@ def _run_from_item(item: RunItem, key: DatasetKey) -> SyncRun:
     )
 
 
-def _run_item(run: SyncRun, retention_seconds: float) -> RunItem:
+def run_item(run: SyncRun, retention_seconds: float) -> RunItem:
     return RunItem(
         run.key.dataset_id,
         run.run_id,
@@ -191,7 +191,7 @@ def _run_item(run: SyncRun, retention_seconds: float) -> RunItem:
     )
 
 
-def _get_state_item(key: DatasetKey, consistent: bool) -> StateItem | None:
+def get_state_item(key: DatasetKey, consistent: bool) -> StateItem | None:
     """A dataset's state item as stored (``None`` when the dataset was never used or was deleted)."""
     try:
         item = StateItem.get(key.dataset_id, STATE_SORT_KEY, consistent_read=consistent)

@@ -1,4 +1,5 @@
-"""Each dataset's state item."""
+"""Each dataset's state item: the single-flight lease, the queue claim, checkpoints, and the one
+transaction that ends a sync (state, run record, the provider gate's slot and statistics)."""
 
 from __future__ import annotations
 
@@ -29,23 +30,23 @@ from chalicelib.domain.model import (
 )
 from chalicelib.domain.planner import schedule_shard
 from chalicelib.store.conditions import (
-    _condition_failed,
-    _dataset_exists,
-    _identity_actions,
-    _job_is_queued,
-    _lease_free,
-    _lease_owned_by,
-    _no_live_queue_claim,
-    _no_run_finished_since,
-    _past_cooldown,
-    _schedule_actions,
-    _state_handle,
-    _update_if,
+    condition_failed,
+    dataset_exists,
+    identity_actions,
+    job_is_queued,
+    lease_free,
+    lease_owned_by,
+    no_live_queue_claim,
+    no_run_finished_since,
+    past_cooldown,
+    schedule_actions,
+    state_handle,
+    update_if,
 )
 from chalicelib.store.convert import (
-    _get_state_item,
-    _run_item,
-    _state_from_item,
+    get_state_item,
+    run_item,
+    state_from_item,
 )
 from chalicelib.store.items import (
     STATE_SORT_KEY,
@@ -96,11 +97,11 @@ class DatasetStore:
     """Each dataset's state item: the single-flight lease, the queue claim, checkpoints, the end of a sync."""
 
     def get_state(self, key: DatasetKey, consistent: bool = True) -> DatasetState | None:
-        item = _get_state_item(key, consistent)
-        return _state_from_item(item) if item is not None else None
+        item = get_state_item(key, consistent)
+        return state_from_item(item) if item is not None else None
 
     def list_states(self, user_id: str) -> list[DatasetState]:
-        return [_state_from_item(item) for item in DatasetItem.by_user.query(user_id) if isinstance(item, StateItem)]
+        return [state_from_item(item) for item in DatasetItem.by_user.query(user_id) if isinstance(item, StateItem)]
 
     def acquire_lease(
         self,
@@ -122,30 +123,30 @@ class DatasetStore:
         second sync.
         """
         actions = [
-            *_identity_actions(key, provider),
+            *identity_actions(key, provider),
             StateItem.lease_owner.set(owner),
             StateItem.lease_expires_at.set(now + ttl_seconds),
             StateItem.status.set(DatasetStatus.RUNNING.value),
             StateItem.last_attempted_at.set(now),
         ]
-        condition = _dataset_exists() & _lease_free(now)
+        condition = dataset_exists() & lease_free(now)
         if job_id is not None:
             # The claim stays until the job finishes, so a redelivery after a crash can resume it.
-            condition = condition & _job_is_queued(job_id)
+            condition = condition & job_is_queued(job_id)
         else:
-            condition = condition & _no_run_finished_since(expected_last_run_id)
+            condition = condition & no_run_finished_since(expected_last_run_id)
             actions += [StateItem.queued_job_id.remove(), StateItem.queued_at.remove()]
-        handle = _state_handle(key)
+        handle = state_handle(key)
         try:
             handle.update(actions=actions, condition=condition)
         except UpdateError as exc:
-            if not _condition_failed(exc):
+            if not condition_failed(exc):
                 raise
             current = self._existing_state(key, exc)
             if job_id is not None and current.queued_job_id != job_id:
                 raise JobNotClaimableError(f"job {job_id} is no longer queued for {key.describe()}") from exc
             raise SyncInProgressError() from exc
-        return _state_from_item(handle)
+        return state_from_item(handle)
 
     def claim_queue(
         self,
@@ -159,20 +160,20 @@ class DatasetStore:
         require_past_cooldown: bool = True,
     ) -> None:
         """Win the right to queue the one background sync of this dataset (invariant 2)."""
-        condition = _dataset_exists() & _lease_free(now) & _no_live_queue_claim(now, claim_ttl_seconds)
+        condition = dataset_exists() & lease_free(now) & no_live_queue_claim(now, claim_ttl_seconds)
         if require_past_cooldown:
-            condition = condition & _past_cooldown(now, cooldown_seconds)
+            condition = condition & past_cooldown(now, cooldown_seconds)
         try:
-            _state_handle(key).update(
+            state_handle(key).update(
                 actions=[
-                    *_identity_actions(key, provider),
+                    *identity_actions(key, provider),
                     StateItem.queued_job_id.set(job_id),
                     StateItem.queued_at.set(now),
                 ],
                 condition=condition,
             )
         except UpdateError as exc:
-            if not _condition_failed(exc):
+            if not condition_failed(exc):
                 raise
             self._existing_state(key, exc)
             raise ClaimNotWonError() from exc
@@ -195,7 +196,7 @@ class DatasetStore:
         actions = [StateItem.queued_job_id.remove(), StateItem.queued_at.remove()]
         if unschedule:
             actions.append(StateItem.next_sync_at.remove())
-        _update_if(_state_handle(key), actions, _job_is_queued(job_id))
+        update_if(state_handle(key), actions, job_is_queued(job_id))
 
     def ensure_dataset(self, key: DatasetKey, provider: str, next_sync_at: float | None = None) -> None:
         """Create the dataset's state item, but only while its connection exists.
@@ -231,7 +232,7 @@ class DatasetStore:
                 if codes[1:2] == ["ConditionalCheckFailed"]:
                     return  # the state item already exists
                 # A conflict with a concurrent writer (another reader creating it, or a PUT): look, then retry.
-                if _get_state_item(key, consistent=True) is not None:
+                if get_state_item(key, consistent=True) is not None:
                     return
         raise StoreBusyError(f"could not create the state of {key.describe()}; try again")
 
@@ -283,7 +284,7 @@ class DatasetStore:
         actions.append(StateItem.watermark.set(watermark) if watermark else StateItem.watermark.remove())
         if full_pass:
             actions.append(StateItem.last_full_sync_at.set(now))
-        actions += _schedule_actions(key, next_sync_at)
+        actions += schedule_actions(key, next_sync_at)
         self._finish_as_owner(key, owner, actions, run)
 
     def finish_failure(
@@ -297,7 +298,7 @@ class DatasetStore:
             key,
             owner,
             [
-                *_schedule_actions(key, next_sync_at),
+                *schedule_actions(key, next_sync_at),
                 StateItem.lease_owner.remove(),
                 StateItem.lease_expires_at.remove(),
                 StateItem.queued_job_id.remove(),
@@ -346,8 +347,8 @@ class DatasetStore:
         for attempt in range(_FINISH_ATTEMPTS):
             try:
                 with TransactWrite(connection=shared_connection()) as transaction:
-                    transaction.update(_state_handle(key), actions=actions, condition=_lease_owned_by(owner))
-                    transaction.save(_run_item(run.run, run.retention_seconds))
+                    transaction.update(state_handle(key), actions=actions, condition=lease_owned_by(owner))
+                    transaction.save(run_item(run.run, run.retention_seconds))
                     if gate is not None:
                         transaction.update(LimitItem(gate.pk), actions=list(gate.actions))
                 return
@@ -371,9 +372,9 @@ class DatasetStore:
     def _update_as_owner(self, key: DatasetKey, owner: str, actions: list[Any]) -> None:
         """Every write a lease holder makes (renew, checkpoint, release) goes through here."""
         try:
-            _state_handle(key).update(actions=actions, condition=_lease_owned_by(owner))
+            state_handle(key).update(actions=actions, condition=lease_owned_by(owner))
         except UpdateError as exc:
-            if _condition_failed(exc):
+            if condition_failed(exc):
                 raise LeaseLostError(
                     f"lost the lease on {key.describe()} (taken over, or the dataset was deleted)"
                 ) from exc

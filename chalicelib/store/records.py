@@ -1,4 +1,5 @@
-"""A dataset's records."""
+"""A dataset's records: pages for reads (with the state, in one Query), content hashes for change
+detection, upserts by upstream id, tombstones, and the sweep of records a full pass did not see."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ from chalicelib.domain.model import (
 )
 from chalicelib.domain.upstream import UpstreamRecord
 from chalicelib.store.conditions import (
-    _chunks,
+    chunks,
 )
 from chalicelib.store.convert import (
-    _get_state_item,
-    _record_from_item,
-    _state_from_item,
     encode_next_token,
+    get_state_item,
+    record_from_item,
+    state_from_item,
 )
 from chalicelib.store.items import (
     RECORD_SORT_PREFIX,
@@ -56,7 +57,7 @@ class RecordStore:
             state_item = next((i for i in items if isinstance(i, StateItem)), None)
             record_items = [i for i in items if isinstance(i, RecordItem)]
         else:
-            state_item = _get_state_item(key, consistent=consistent)
+            state_item = get_state_item(key, consistent=consistent)
             record_items = [
                 i
                 for i in DatasetItem.query(
@@ -72,15 +73,15 @@ class RecordStore:
         record_items = record_items[:limit]
         next_token = encode_next_token(record_items[-1].sk) if has_more and record_items else None
         return DatasetPage(
-            state=_state_from_item(state_item) if state_item is not None else None,
-            records=[_record_from_item(i) for i in record_items],
+            state=state_from_item(state_item) if state_item is not None else None,
+            records=[record_from_item(i) for i in record_items],
             next_token=next_token,
         )
 
     def get_record_hashes(self, key: DatasetKey, record_ids: Iterable[str]) -> dict[str, str]:
         keys = [(key.dataset_id, RECORD_SORT_PREFIX + rid) for rid in set(record_ids)]
         hashes: dict[str, str] = {}
-        for chunk in _chunks(keys, 100):
+        for chunk in chunks(keys, 100):
             for item in DatasetItem.batch_get(chunk, attributes_to_get=["pk", "sk", "kind", "content_hash"]):
                 if isinstance(item, RecordItem):
                     hashes[item.sk[len(RECORD_SORT_PREFIX) :]] = item.content_hash

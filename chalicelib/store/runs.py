@@ -1,4 +1,4 @@
-"""Sync runs, newest first, kept for the retention period."""
+"""Sync runs, newest first, kept for the retention period (the table's TTL removes them)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from chalicelib.domain.model import (
     SyncRun,
 )
 from chalicelib.store.conditions import (
-    _update_if,
+    update_if,
 )
 from chalicelib.store.convert import (
-    _run_from_item,
-    _run_item,
+    run_from_item,
+    run_item,
 )
 from chalicelib.store.items import (
     RunItem,
@@ -27,14 +27,14 @@ class RunStore:
     """Sync runs, newest first, kept for the retention period."""
 
     def put_run(self, run: SyncRun, retention_seconds: float) -> None:
-        _run_item(run, retention_seconds).save()
+        run_item(run, retention_seconds).save()
 
     def delete_run(self, key: DatasetKey, run_id: str) -> None:
         with contextlib.suppress(DeleteError):
             RunItem(key.dataset_id, run_id).delete()
 
     def mark_run(self, key: DatasetKey, run_id: str, status: RunStatus, *, only_if: RunStatus) -> None:
-        _update_if(RunItem(key.dataset_id, run_id), [RunItem.status.set(status.value)], RunItem.status == only_if.value)
+        update_if(RunItem(key.dataset_id, run_id), [RunItem.status.set(status.value)], RunItem.status == only_if.value)
 
     def list_runs(self, key: DatasetKey, limit: int, now: float) -> list[SyncRun]:
         """Newest first. Expired runs are skipped: TTL deletion is lazy (and moto never does it)."""
@@ -46,7 +46,7 @@ class RunStore:
         )
         runs: list[SyncRun] = []
         for item in items:
-            runs.append(_run_from_item(item, key))
+            runs.append(run_from_item(item, key))
             if len(runs) >= limit:
                 break
         return runs
@@ -58,4 +58,4 @@ class RunStore:
             return None
         if item.expires_at <= now:
             return None
-        return _run_from_item(item, key)
+        return run_from_item(item, key)

@@ -1,4 +1,5 @@
-"""The schedule."""
+"""The schedule: datasets due on each shard of the ``by_next_sync`` index, claimed in transactions
+for the tick's jobs, and moved on or off the schedule."""
 
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ from chalicelib.domain.model import (
 )
 from chalicelib.domain.planner import DueDataset
 from chalicelib.store.conditions import (
-    _chunks,
-    _dataset_exists,
-    _lease_free,
-    _no_live_queue_claim,
-    _schedule_actions,
-    _state_handle,
-    _still_due_at,
-    _update_if,
+    chunks,
+    dataset_exists,
+    lease_free,
+    no_live_queue_claim,
+    schedule_actions,
+    state_handle,
+    still_due_at,
+    update_if,
 )
 from chalicelib.store.items import (
     DatasetItem,
@@ -63,7 +64,7 @@ class ScheduleIndex:
         deleted since the index was read is dropped from the transaction and the rest retried.
         """
         won: list[str] = []
-        for chunk in _chunks(list(claims), _TRANSACTION_ITEMS):
+        for chunk in chunks(list(claims), _TRANSACTION_ITEMS):
             pending = list(chunk)
             for _ in range(_CLAIM_ATTEMPTS):
                 if not pending:
@@ -72,12 +73,12 @@ class ScheduleIndex:
                     with TransactWrite(connection=shared_connection()) as transaction:
                         for due, job_id in pending:
                             transaction.update(
-                                _state_handle(due.key),
+                                state_handle(due.key),
                                 actions=[StateItem.queued_job_id.set(job_id), StateItem.queued_at.set(now)],
-                                condition=_dataset_exists()
-                                & _lease_free(now)
-                                & _no_live_queue_claim(now, claim_ttl_seconds)
-                                & _still_due_at(due.next_sync_at),
+                                condition=dataset_exists()
+                                & lease_free(now)
+                                & no_live_queue_claim(now, claim_ttl_seconds)
+                                & still_due_at(due.next_sync_at),
                             )
                     won += [job_id for _, job_id in pending]
                     break
@@ -100,7 +101,7 @@ class ScheduleIndex:
         was paused or broken) is superseded, and the next tick sends a fresh one.
         """
         for key in keys:
-            actions = _schedule_actions(key, next_sync_at)
+            actions = schedule_actions(key, next_sync_at)
             if next_sync_at is not None:
                 actions += [StateItem.queued_job_id.remove(), StateItem.queued_at.remove()]
-            _update_if(_state_handle(key), actions, _dataset_exists())
+            update_if(state_handle(key), actions, dataset_exists())

@@ -32,7 +32,7 @@ from chalicelib.store.items import LimitItem
 
 T = TypeVar("T")
 _ATTEMPTS = 8
-_CONDITION_FAILED = "ConditionalCheckFailedException"
+CONDITION_FAILED = "ConditionalCheckFailedException"
 _UNKNOWN = object()
 
 
@@ -79,7 +79,7 @@ def holder_actions(item: LimitItem | None, after: Mapping[str, float]) -> list[A
     return actions
 
 
-def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+def chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -173,7 +173,7 @@ class SharedStore:
     def get_many(self, pks: Sequence[str]) -> dict[str, LimitItem]:
         """Several shared items in one BatchGetItem (status pages, the tick's breaker check)."""
         found: dict[str, LimitItem] = {}
-        for chunk in _chunks(list(dict.fromkeys(pks)), 100):
+        for chunk in chunks(list(dict.fromkeys(pks)), 100):
             for item in LimitItem.batch_get(chunk):
                 found[item.pk] = item
         return found
@@ -214,7 +214,7 @@ class SharedStore:
         try:
             answer = table.connection.client.update_item(**request)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != _CONDITION_FAILED:
+            if exc.response.get("Error", {}).get("Code") != CONDITION_FAILED:
                 raise
             raw = exc.response.get("Item")
             current = LimitItem.from_raw_data(raw) if raw else None
