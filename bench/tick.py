@@ -6,6 +6,7 @@ and its wall time; in-process against moto (``mock_aws``) with the real ``System
 
 from __future__ import annotations
 
+from chalicelib.store.convert import new_state_item
 from local.offline import use_in_process_aws
 
 use_in_process_aws()  # before boto3 is imported anywhere
@@ -22,9 +23,8 @@ from chalicelib.container import build_container, set_container  # noqa: E402
 from chalicelib.domain.clock import SystemClock  # noqa: E402
 from chalicelib.domain.config import DEFAULT_PROVIDERS_FILE, Settings  # noqa: E402
 from chalicelib.domain.model import DatasetKey  # noqa: E402
-from chalicelib.domain.planner import schedule_shard  # noqa: E402
 from chalicelib.providers import DEFAULT_LIMITS, ProviderRegistry, parse_limits, registry_from_config  # noqa: E402
-from chalicelib.store.items import STATE_SORT_KEY, DatasetItem, StateItem, create_tables  # noqa: E402
+from chalicelib.store.items import DatasetItem, create_tables  # noqa: E402
 
 TICK_DATASETS = 10_000
 TICK_DATA_TYPE = "recovery"
@@ -45,19 +45,7 @@ def seed_due_datasets(count: int, now: float) -> None:
     with DatasetItem.batch_write() as batch:
         for index in range(count):
             key = DatasetKey(f"user-{index:05d}", "demo", TICK_DATA_TYPE)
-            batch.save(
-                StateItem(
-                    key.dataset_id,
-                    STATE_SORT_KEY,
-                    user_id=key.user_id,
-                    dataset_key=key.dataset_key,
-                    connection_id=key.connection_id,
-                    data_type=key.data_type,
-                    provider="demo",
-                    schedule_shard=schedule_shard(key.dataset_id),
-                    next_sync_at=now - 60 - index * 0.001,
-                )
-            )
+            batch.save(new_state_item(key, "demo", now - 60 - index * 0.001))
 
 
 def bench_tick(base_settings: Settings, results: dict[str, Any], *, datasets: int = TICK_DATASETS) -> Table:

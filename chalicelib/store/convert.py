@@ -23,6 +23,7 @@ from chalicelib.domain.model import (
     SyncRun,
     Trigger,
 )
+from chalicelib.domain.planner import schedule_shard
 from chalicelib.store.items import (
     RECORD_SORT_PREFIX,
     STATE_SORT_KEY,
@@ -198,3 +199,18 @@ def get_state_item(key: DatasetKey, consistent: bool) -> StateItem | None:
     except StateItem.DoesNotExist:
         return None
     return item
+
+
+def new_state_item(key: DatasetKey, provider: str, next_sync_at: float | None) -> StateItem:
+    """A dataset's first state item: its identity, its schedule shard and (if scheduled) when it is due."""
+    return StateItem(
+        key.dataset_id,
+        STATE_SORT_KEY,
+        user_id=key.user_id,
+        dataset_key=key.dataset_key,
+        connection_id=key.connection_id,
+        data_type=key.data_type,
+        provider=provider,
+        schedule_shard=schedule_shard(key.dataset_id),
+        next_sync_at=next_sync_at,
+    )

@@ -28,7 +28,6 @@ from chalicelib.domain.model import (
     SyncCounts,
     SyncRun,
 )
-from chalicelib.domain.planner import schedule_shard
 from chalicelib.store.conditions import (
     condition_failed,
     dataset_exists,
@@ -45,11 +44,11 @@ from chalicelib.store.conditions import (
 )
 from chalicelib.store.convert import (
     get_state_item,
+    new_state_item,
     run_item,
     state_from_item,
 )
 from chalicelib.store.items import (
-    STATE_SORT_KEY,
     ConnectionItem,
     DatasetItem,
     LimitItem,
@@ -206,17 +205,7 @@ class DatasetStore:
         sync racing a DELETE cannot bring the dataset back. ``next_sync_at`` puts a
         scheduled data type on the schedule (``None``: on demand only).
         """
-        state = StateItem(
-            key.dataset_id,
-            STATE_SORT_KEY,
-            user_id=key.user_id,
-            dataset_key=key.dataset_key,
-            connection_id=key.connection_id,
-            data_type=key.data_type,
-            provider=provider,
-            schedule_shard=schedule_shard(key.dataset_id),
-            next_sync_at=next_sync_at,
-        )
+        state = new_state_item(key, provider, next_sync_at)
         for _ in range(_ENSURE_ATTEMPTS):
             try:
                 with TransactWrite(connection=shared_connection()) as transaction:

@@ -16,8 +16,6 @@ from chalicelib.domain.errors import (
 )
 from chalicelib.domain.model import (
     Checkpoint,
-    Connection,
-    ConnectionStatus,
     DatasetKey,
     DatasetState,
     DatasetStatus,
@@ -29,6 +27,7 @@ from chalicelib.domain.model import (
 from chalicelib.domain.planner import DueDataset, schedule_shard
 from chalicelib.store.datasets import FinishedRun
 from chalicelib.store.dynamo import DynamoStore
+from tests.integration.conftest import saved_connection
 
 T0 = 1_767_225_600.0
 TTL = 300.0
@@ -40,22 +39,7 @@ OTHER = DatasetKey("u1", "c1", "sleep")
 
 
 def _connect(store: DynamoStore) -> None:
-    store.save_connection(
-        Connection(
-            user_id=KEY.user_id,
-            connection_id=KEY.connection_id,
-            provider=PROVIDER,
-            settings={},
-            status=ConnectionStatus.ACTIVE,
-            status_reason=None,
-            created_at=T0,
-            updated_at=T0,
-            sealed_credentials="sealed",
-            credentials_version=1,
-        ),
-        previous=None,
-        credentials_written=True,
-    )
+    saved_connection(store, KEY, PROVIDER, T0)
 
 
 @pytest.fixture

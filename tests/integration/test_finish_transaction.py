@@ -15,8 +15,6 @@ from chalicelib.domain.clock import FakeClock
 from chalicelib.domain.config import Settings
 from chalicelib.domain.errors import LeaseLostError
 from chalicelib.domain.model import (
-    Connection,
-    ConnectionStatus,
     DatasetKey,
     DatasetStatus,
     RunStatus,
@@ -30,6 +28,7 @@ from chalicelib.store.dynamo import DynamoStore
 from chalicelib.store.items import LimitItem
 from chalicelib.store.shared import SharedUpdate, holder_path, holders_of
 from chalicelib.sync.pacing import ProviderGuard, SyncEnd, gate_key
+from tests.integration.conftest import saved_connection
 
 PROVIDER = "whoop"
 KEY = DatasetKey("u1", "c1", "cycles")
@@ -50,22 +49,7 @@ class Running:
 @pytest.fixture
 def running(store: DynamoStore) -> Running:
     clock = FakeClock()
-    store.save_connection(
-        Connection(
-            user_id=KEY.user_id,
-            connection_id=KEY.connection_id,
-            provider=PROVIDER,
-            settings={},
-            status=ConnectionStatus.ACTIVE,
-            status_reason=None,
-            created_at=clock.now(),
-            updated_at=clock.now(),
-            sealed_credentials="sealed",
-            credentials_version=1,
-        ),
-        previous=None,
-        credentials_written=True,
-    )
+    saved_connection(store, KEY, PROVIDER, clock.now())
     store.ensure_dataset(KEY, PROVIDER)
     started_at = clock.now()
     store.acquire_lease(KEY, PROVIDER, OWNER, started_at, LEASE_TTL)
