@@ -32,6 +32,16 @@ class Start:
     """The first call's weight; ``None`` when not asked (refused earlier, or windows kept elsewhere)."""
 
     @property
+    def waits_for_weight(self) -> bool:
+        """Admitted and a slot free, but the first call must wait for the rate windows."""
+        return (
+            self.admission.allowed
+            and self.slot is not None
+            and self.slot.granted
+            and (self.take is not None and not self.take.granted)
+        )
+
+    @property
     def slot_wait(self) -> float | None:
         """Seconds until a slot may free; ``None`` once the slot is held."""
         if self.slot is None or self.slot.granted:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
+from pynamodb.attributes import MapAttribute
 from pynamodb.expressions.condition import Condition
 
 from chalicelib.domain.errors import StoreBusyError
@@ -98,13 +99,14 @@ class SharedStore:
         *,
         attempts: int = _ATTEMPTS,
         companion: str | None = None,
-        confirm_no_write: bool = True,
+        confirm_no_write: bool | Callable[[T], bool] = True,
     ) -> T:
         """Read-decide-write on one shared item, guarded by its ``version``.
 
         ``confirm_no_write``: a "nothing to write" decided on the remembered item is confirmed by a read;
-        ``False`` where that answer can only be a lower bound of the truth (a wait for tokens: other
-        writers only take, and a write after the wait that meets a newer version decides again).
+        ``False`` (or a predicate of the answer saying so) where that answer can only be a lower bound of
+        the truth (a wait for tokens: other writers only take, and a write after the wait that meets a
+        newer version decides again).
         ``companion``: another item to read in the same call when this one must be read (``peek`` then
         has it for ``decide``: an item an earlier version kept the same state in).
 
@@ -119,7 +121,8 @@ class SharedStore:
         for _ in range(attempts):
             result, actions = decide(item)
             if actions is None:
-                if fresh or not confirm_no_write:
+                confirm = confirm_no_write(result) if callable(confirm_no_write) else confirm_no_write
+                if fresh or not confirm:
                     return result
                 item, fresh = self._read(pk, companion), True  # never answer "wait" or "nothing to do" from memory
                 continue
@@ -163,6 +166,15 @@ class SharedStore:
         It does not move the version: nothing it changes is something a guarded decision relies on
         being unchanged (a released slot only makes room)."""
         self._write_if(pk, actions, None)
+
+    def forget_holder(self, pk: str, owner: str) -> None:
+        """Another write (a sync's final transaction) removed ``owner``'s holder path: so does the memory,
+        or the next start here would count a slot that is free and read the item to be sure."""
+        with self._lock:
+            known = self._known.get(pk)
+            if isinstance(known, LimitItem) and known.holders is not None:
+                remaining = {name: expiry for name, expiry in holders_of(known).items() if name != owner}
+                known.holders = MapAttribute(**remaining)  # type: ignore[no-untyped-call]
 
     def get_json(self, pk: str) -> dict[str, Any] | None:
         return shared_json(self._read(pk))

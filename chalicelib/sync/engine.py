@@ -135,7 +135,7 @@ class SyncEngine:
         try:
             start = self._waits.start(progress)
             if not isinstance(start, Start):
-                busy = f"provider {progress.provider!r} is starting many syncs at once"
+                busy = f"provider {progress.provider!r} is at its rate limit or starting many syncs at once"
                 return self._defer_start(progress, state, start, busy)
             admission = start.admission
             if not admission.allowed:
@@ -304,13 +304,19 @@ class SyncEngine:
             next_sync_at=next_sync_at,
             full_pass=full_pass,
         )
-        progress.slot_held = False  # given back by that write
+        self._slot_given_back(progress)
         self._waits.observe_limits(progress)
         if connection.auth_failures:
             self._store.reset_auth_failures(connection)
 
         logger.info("sync succeeded: %s run=%s %s", key.describe(), run.run_id, counts.as_dict())
         return SyncOutcome(OutcomeKind.SUCCEEDED, run.run_id, counts)
+
+    def _slot_given_back(self, progress: SyncProgress) -> None:
+        """The final transaction gave the slot back (when it held one)."""
+        if progress.slot_held:
+            progress.slot_held = False
+            self._guard.slot_given_back(progress.provider, progress.owner)
 
     def _fail(
         self,
@@ -347,7 +353,7 @@ class SyncEngine:
                 error=error,
                 next_sync_at=next_sync_at,
             )
-            progress.slot_held = False  # given back by that write
+            self._slot_given_back(progress)
         except LeaseLostError as exc:
             return self._handoff.abandon(run, progress, str(exc))
         self._waits.observe_limits(progress)

@@ -18,11 +18,9 @@ from typing import Any, TypeVar
 from botocore.exceptions import ClientError
 
 from chalicelib.domain.breaker import (
-    Admission,
     BreakerConfig,
     BreakerState,
     BreakerStatus,
-    admit,
     after_failure,
     after_success,
 )
@@ -124,7 +122,7 @@ class ProviderGuard:
         step: GateStep[T],
         *,
         attempts: int = _ATTEMPTS,
-        confirm_no_write: bool = True,
+        confirm_no_write: bool | Callable[[T], bool] = True,
     ) -> T:
         """Read-decide-write on the gate item (see ``GateStep``; ``SharedStore.update`` for the rest)."""
 
@@ -153,7 +151,8 @@ class ProviderGuard:
         self, provider: str, owner: str, now: float, *, weight: float = 1, feedback: Mapping[str, str] | None = None
     ) -> Start:
         """Admission, a running-sync slot and (when the windows are the provider's) the first call's
-        weight, in one write. Nothing is written for a refusal that changes nothing."""
+        weight, in one write. Nothing is written for a refusal, nor when only the first call must wait
+        (the caller waits and starts again: a slot is never held, nor a probe claimed, just to wait)."""
         limits = self._registry.limits(provider)
         shared_windows = limits.windows if self._shares_windows(limits) else None
         gate = GateLimits(limits.max_concurrent_syncs, float(self._settings.lease_ttl_seconds), shared_windows)
@@ -172,6 +171,8 @@ class ProviderGuard:
                 weight=weight,
                 feedback=feedback,
             )
+            if start.waits_for_weight:
+                return start, None, []
             changed = dict(document)
             if start.admission.state_after != breaker:
                 changed["breaker"] = start.admission.state_after.to_dict()
@@ -184,11 +185,9 @@ class ProviderGuard:
 
         # Few attempts: in a burst of starts, losers back off with jitter (``ProviderWaits.start``) rather
         # than spend a write on every other winner.
-        return self._update_gate(provider, step, attempts=_TOKEN_ATTEMPTS)
-
-    def renew_slot(self, provider: str, owner: str, now: float) -> float | None:
-        """Keep (or take) a running-sync slot; ``None`` when held, else seconds until one may free."""
-        return self.take_slot(provider, owner, now)
+        return self._update_gate(
+            provider, step, attempts=_TOKEN_ATTEMPTS, confirm_no_write=lambda start: not start.waits_for_weight
+        )
 
     def take_slot(self, provider: str, owner: str, now: float) -> float | None:
         capacity = self._registry.limits(provider).max_concurrent_syncs
@@ -209,6 +208,10 @@ class ProviderGuard:
         """The slot back and the sync counted, as an update to ride in the dataset's final transaction."""
         return SharedUpdate(gate_key(provider), (holder_path(owner).remove(), *_stats_actions(end)))
 
+    def slot_given_back(self, provider: str, owner: str) -> None:
+        """The sync's final transaction carried ``end_update``: the slot is free (this instance's memory too)."""
+        self._shared.forget_holder(gate_key(provider), owner)
+
     def finish(self, provider: str, owner: str, end: SyncEnd | None) -> None:
         """Give the slot back and count the sync, in one write that needs no read (it may race anyone)."""
         actions = [holder_path(owner).remove(), *([] if end is None else _stats_actions(end))]
@@ -226,21 +229,6 @@ class ProviderGuard:
 
     def breaker(self, provider: str) -> BreakerState:
         return breaker_of(self._shared.get(gate_key(provider)))
-
-    def admit(self, provider: str, owner: str, now: float) -> Admission:
-        """Admission alone (no slot, no call): the breaker's answer, a won half-open probe written."""
-        config = self.breaker_config
-
-        def step(
-            _item: LimitItem | None, document: dict[str, Any]
-        ) -> tuple[Admission, dict[str, Any] | None, list[Any]]:
-            state = BreakerState.from_dict(document.get("breaker"))
-            admission = admit(state, owner, now, config)
-            if admission.state_after == state:
-                return admission, None, []
-            return admission, {**document, "breaker": admission.state_after.to_dict()}, []
-
-        return self._update_gate(provider, step)
 
     def _change_breaker(
         self, provider: str, change: Callable[[BreakerState], BreakerState], *, attempts: int = _ATTEMPTS

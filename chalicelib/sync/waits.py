@@ -70,18 +70,25 @@ class ProviderWaits:
         return min(self._settings.provider_wait_max_seconds, self._settings.lease_ttl_seconds / 6)
 
     def start(self, progress: SyncProgress) -> Start | float:
-        """The gate's answer to this sync's start, or the seconds to come back in when other workers kept
-        winning the gate's write (a burst of syncs of one provider): tried again briefly, with jitter."""
+        """The gate's answer to this sync's start, or the seconds to come back in. Tried again briefly when
+        other workers kept winning the gate's write (a burst of syncs of one provider: with jitter), and
+        when the rate windows are full (without holding a slot meanwhile: the start wrote nothing)."""
         waited = 0.0
         while True:
             try:
-                return self._guard.start(progress.provider, progress.owner, self._clock.now(), weight=progress.weight)
+                start = self._guard.start(progress.provider, progress.owner, self._clock.now(), weight=progress.weight)
             except StoreBusyError:
-                poll = 0.05 + 0.25 * self._random()
-                if waited + poll > self._settings.provider_wait_max_seconds or not self.can_wait(poll, progress):
-                    return 1.0
-                self._pause(poll, progress)
-                waited += poll
+                poll, give_up = 0.05 + 0.25 * self._random(), 1.0
+            else:
+                if not start.waits_for_weight:
+                    return start
+                assert start.take is not None
+                give_up = start.take.retry_after_seconds
+                poll = max(give_up, _MIN_TOKEN_WAIT_SECONDS) * (1.0 + 0.2 * self._random())
+            if waited + poll > self._settings.provider_wait_max_seconds or not self.can_wait(poll, progress):
+                return max(give_up, 1.0)
+            self._pause(poll, progress)
+            waited += poll
 
     def wait_for_slot(self, progress: SyncProgress) -> float | None:
         """Wait (briefly) for one of the provider's concurrency slots; the wait left when giving up."""

@@ -179,7 +179,7 @@ class DatasetReader:
         if outcome.kind is OutcomeKind.DEFERRED and outcome.breaker_open:
             return answer.provider_down(outcome.error or "the provider is failing", outcome.retry_after_seconds)
         if outcome.kind is OutcomeKind.DEFERRED:
-            # Every slot of the provider is busy: let a background job wait for one instead of this read.
+            # The provider is busy (every slot taken, or its rate limit reached): a background job waits instead.
             # (Already queued or running elsewhere, or SQS is down: the next read tries again.)
             with contextlib.suppress(ClaimNotWonError, QueueUnavailableError):
                 self._coordinator.queue_background(

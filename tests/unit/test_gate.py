@@ -120,6 +120,22 @@ def test_an_empty_window_refuses_the_take_but_keeps_the_slot_decision() -> None:
     assert start.take is not None and not start.take.granted
     assert start.take.retry_after_seconds == pytest.approx(1 / WINDOW.refill_per_second)
     assert start.take.state_after is None
+    assert start.waits_for_weight
+
+
+def test_only_an_admitted_start_with_a_slot_and_no_weight_waits_for_weight() -> None:
+    # Given an emptied window, a granted start, a start refused a slot, and a start whose windows are elsewhere
+    clock = FakeClock()
+    now = clock.now()
+    empty = WindowLevels((0.0,), now, None)
+    granted = _start(clock)
+    no_slot = _start(clock, holders={"a": now + 25, "b": now + 12}, levels=empty)
+    elsewhere = _start(clock, limits=PER_CONNECTION, levels=None)
+    # When each is asked whether only the first call's weight holds it back
+    # Then none of them waits for weight: the slot decision or a granted take comes first
+    assert not granted.waits_for_weight
+    assert not no_slot.waits_for_weight
+    assert not elsewhere.waits_for_weight
 
 
 def test_after_the_cool_off_the_first_caller_becomes_the_half_open_probe() -> None:
