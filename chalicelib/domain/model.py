@@ -13,12 +13,13 @@ from typing import Any
 from chalicelib.domain.clock import to_iso
 from chalicelib.domain.errors import ValidationError
 
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+_ID_PATTERN = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 
 
 def validate_id(kind: str, value: str) -> str:
     """Ids become parts of DynamoDB keys joined by ``#``: keep them to a safe alphabet."""
-    if not isinstance(value, str) or not _ID_PATTERN.match(value):
+    # fullmatch, not match: ``$`` lets a trailing newline through.
+    if not isinstance(value, str) or not _ID_PATTERN.fullmatch(value):
         raise ValidationError(f"{kind} must be 1-128 characters of letters, digits and . _ : @ -")
     return value
 
