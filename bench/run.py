@@ -25,6 +25,8 @@ The command line (``python -m bench.run --only NAME,...``) names each benchmark,
 - ``local-load`` (8): the local run under load: 100 concurrent HTTP reads of one never-synced dataset
   against ``python -m local.run`` in its own process: answers with data, slowest answer, upstream calls
   (target 1) (``bench/local_load.py``).
+- ``fairness`` (9): user A's slow demo syncs filling the provider's slots against user B's one-page read:
+  the most of A's syncs running at once, B's read status and time, two rounds (``bench/fairness.py``).
 
 Each in-process benchmark gets its own moto state (``mock_aws``), tables, queue and container: the shared
 limits (provider token buckets) one benchmark leaves behind must not throttle the next. What they share:
@@ -54,6 +56,7 @@ from importlib import metadata  # noqa: E402
 from typing import Any  # noqa: E402
 
 from bench.calls import AWS_CALLS  # noqa: E402
+from bench.fairness import bench_fairness  # noqa: E402
 from bench.fanout import FANOUT_BURST, FANOUT_CONNECTIONS, FANOUT_RATE, FANOUT_WORKERS, bench_fanout  # noqa: E402
 from bench.local_load import bench_local_load  # noqa: E402
 from bench.oauth_storm import bench_refresh  # noqa: E402
@@ -104,7 +107,18 @@ def machine_table(results: dict[str, Any]) -> Table:
     return table
 
 
-BENCHMARKS = ("sync-cost", "cached", "concurrent", "timing", "fanout", "tick", "refresh", "whoop", "local-load")
+BENCHMARKS = (
+    "sync-cost",
+    "cached",
+    "concurrent",
+    "timing",
+    "fanout",
+    "tick",
+    "refresh",
+    "whoop",
+    "local-load",
+    "fairness",
+)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -187,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
     )
     run("local-load", lambda: bench_local_load(results))
+    run("fairness", lambda: bench_fairness(settings, results))
     results["elapsed_seconds"] = round(time.perf_counter() - started, 2)
     for table in tables:
         print(table.render())

@@ -12,6 +12,7 @@ from chalicelib.providers import ProviderRegistry, load_registry
 from chalicelib.providers.policies import PolicyResolver
 from chalicelib.store.dynamo import DynamoStore
 from chalicelib.store.items import bind_models
+from chalicelib.store.token_keys import TokenKeys
 from chalicelib.store.vault import CredentialVault
 from chalicelib.sync.coordinator import SyncCoordinator
 from chalicelib.sync.engine import SyncEngine
@@ -50,6 +51,8 @@ class Container:
     """The engine's credentials port: opens sealed credentials, refreshes OAuth2 tokens once across instances."""
     webhooks: WebhookReceiver
     """Inbound provider webhooks; each provider's webhook configuration is validated on its first use."""
+    token_keys: TokenKeys
+    """Bearer-token keys: the HS256 secret (SSM or Secrets Manager on AWS) and the JWKS, read on first use, cached."""
 
 
 def build_container(
@@ -59,6 +62,7 @@ def build_container(
     queue: JobQueue | None = None,
     registry: ProviderRegistry | None = None,
     kms_client: Any = None,
+    token_keys: TokenKeys | None = None,
 ) -> Container:
     bind_models(settings)
     clock = clock or SystemClock()
@@ -83,7 +87,7 @@ def build_container(
         policies=policies,
         coordinator=coordinator,
         reader=DatasetReader(store, policies, coordinator, guard, clock, settings),
-        connections=ConnectionService(store, registry, policies, clock, vault),
+        connections=ConnectionService(store, registry, policies, clock, vault, settings),
         manual_sync=ManualSyncService(store, policies, coordinator, clock, settings),
         status=StatusService(store, policies, clock, settings),
         worker=WorkerService(store, policies, coordinator, fanout, queue, clock),
@@ -93,6 +97,7 @@ def build_container(
         vault=vault,
         credentials=credentials,
         webhooks=WebhookReceiver(registry, store, policies, coordinator, clock),
+        token_keys=token_keys or TokenKeys(settings),
     )
 
 

@@ -22,8 +22,11 @@ ACCOUNT_ID = "123456789012"  # moto's default account
 DEMO_USER = "demo-user"
 OPERATOR_SUBJECT = "operator"
 TOKEN_TTL_SECONDS = 7 * 86400
-# Used only when neither the shell nor the chalice stage sets SMART_SYNC_JWT_SECRET.
+"""The demo tokens' life; the local run raises SMART_SYNC_JWT_MAX_LIFETIME_SECONDS (24 h on AWS) to match."""
+# Used only when neither the shell nor the chalice stage names a JWT secret. It is public, so only a process
+# with SMART_SYNC_RUNTIME=local accepts it (chalicelib/store/jwt_secret.py lists it).
 LOCAL_JWT_SECRET = "smart-sync-local-run-secret-not-for-production"
+LOCAL_RUNTIME = "local"
 # Short demo tiers so fresh -> stale -> expired can be watched in two minutes (--provider-policies turns it off).
 DEMO_COOLDOWN_SECONDS = 30
 DEMO_MAX_STALENESS_SECONDS = 120
@@ -37,6 +40,8 @@ ENDPOINT_VARS = (
     "SMART_SYNC_KMS_ENDPOINT",
 )
 """Set by the runner only, once the moto server and its queue exist."""
+RUNNER_VARS = (*ENDPOINT_VARS, "SMART_SYNC_RUNTIME")
+"""What a chalice stage may not set for the local run (the runner sets them)."""
 
 
 def stage_environment(stage: str) -> dict[str, str]:
@@ -69,19 +74,30 @@ def prepare_environment(stage: str, *, demo_policies: bool) -> None:
             "AWS_EC2_METADATA_DISABLED": "true",
         }
     )
-    os.environ.setdefault("SMART_SYNC_JWT_SECRET", LOCAL_JWT_SECRET)
+    # The API process (chalice local) inherits this: both it and the worker accept the dev JWT secrets.
+    os.environ["SMART_SYNC_RUNTIME"] = LOCAL_RUNTIME
+    os.environ.setdefault("SMART_SYNC_JWT_MAX_LIFETIME_SECONDS", str(TOKEN_TTL_SECONDS))
     if demo_policies:
         overrides = {
             "demo": {"cooldown_seconds": DEMO_COOLDOWN_SECONDS, "max_staleness_seconds": DEMO_MAX_STALENESS_SECONDS}
         }
         os.environ.setdefault("SMART_SYNC_POLICY_OVERRIDES", json.dumps(overrides))
     stage_env = stage_environment(stage)
-    clashing = sorted(set(stage_env) & set(ENDPOINT_VARS))
+    clashing = sorted(set(stage_env) & set(RUNNER_VARS))
     if clashing:
         raise SystemExit(
             f"stage {stage!r} sets {', '.join(clashing)} in .chalice/config.json; the local run owns those"
         )
+    if stage_env.get("SMART_SYNC_JWT_SECRET_PARAMETER"):
+        # The local run signs its demo tokens itself, and chalice local would apply the stage's parameter name
+        # over anything set here, pointing at a Parameter Store the embedded moto does not hold.
+        raise SystemExit(
+            f"stage {stage!r} reads its JWT secret from SSM or Secrets Manager (SMART_SYNC_JWT_SECRET_PARAMETER); "
+            "the local run needs a stage without it (--stage dev)"
+        )
+    os.environ.pop("SMART_SYNC_JWT_SECRET_PARAMETER", None)
     os.environ.update(stage_env)
+    os.environ.setdefault("SMART_SYNC_JWT_SECRET", LOCAL_JWT_SECRET)
 
 
 def port_is_free(port: int) -> bool:

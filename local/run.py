@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     # Everything below reads os.environ; nothing from chalicelib or app is imported before it is final.
     prepare_environment(args.stage, demo_policies=not args.provider_policies)
+    # The local run serves the demo provider (its demo user's connections use it) unless the stage turns it off.
+    os.environ.setdefault("SMART_SYNC_DEMO_PROVIDER", "enabled")
     options = Options(
         port=args.port,
         aws_port=args.aws_port,

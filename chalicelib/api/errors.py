@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from chalicelib.domain.config import ConfigurationError
 from chalicelib.domain.errors import (
     AuthenticationError,
+    AuthUnavailableError,
     ConflictError,
+    ConnectionLimitError,
     ConnectionNotActiveError,
     ForbiddenError,
     NotFoundError,
@@ -47,6 +49,8 @@ ERROR_VIEWS: dict[type, ErrorView] = {
     NotFoundError: ErrorView(404, "not_found"),
     ConflictError: ErrorView(409, "conflict"),
     ConnectionNotActiveError: ErrorView(409, "connection_not_active"),
+    # 409, not 429: waiting does not help; the user must delete a connection first.
+    ConnectionLimitError: ErrorView(409, "connection_limit_reached"),
     SchedulerPausedError: ErrorView(409, "scheduler_paused"),
     RateLimitedError: ErrorView(429, "rate_limited"),
     ProviderError: ErrorView(502, "upstream_error"),
@@ -56,6 +60,7 @@ ERROR_VIEWS: dict[type, ErrorView] = {
     TokenRefreshPendingError: ErrorView(502, "token_refresh_pending"),
     QueueUnavailableError: ErrorView(503, "queue_unavailable"),
     StoreBusyError: ErrorView(503, "busy"),
+    AuthUnavailableError: ErrorView(503, "auth_unavailable"),
     CredentialsError: ErrorView(500, "credentials_error"),
     CredentialsUnreadableError: ErrorView(500, "credentials_unreadable"),
     CredentialsUnavailableError: ErrorView(503, "credentials_unavailable"),

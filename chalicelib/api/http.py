@@ -34,7 +34,9 @@ def endpoint(bp: Blueprint, *, auth: AuthMode = "user") -> Callable[[View], View
             try:
                 container = get_container()
                 if auth != "none":
-                    principal = authenticate(request.headers, container.settings, container.clock.now())
+                    principal = authenticate(
+                        request.headers, container.settings, container.clock.now(), container.token_keys
+                    )
                     if auth == "operator" and not principal.operator:
                         raise ForbiddenError("this route needs an operator token")
                     if "user_id" in url_params:

@@ -26,6 +26,9 @@ _SETTABLE_STATUSES: dict[Any, SettableStatus] = {
     ConnectionStatus.PAUSED.value: ConnectionStatus.PAUSED,
 }
 """NEEDS_REVIEW is set by the sync when the provider refuses the credentials, never by a client."""
+CONNECTION_FIELDS = ("provider", "status", "reset_data", "credentials", "settings", "provider_user_id")
+SYNC_FIELDS = ("wait", "data_type")
+"""The top-level fields each body may carry; any other is a 400 (a typo must not be silently ignored)."""
 
 
 def json_body(request: Request) -> Any:
@@ -54,6 +57,19 @@ def _object(body: Any, name: str) -> Mapping[str, Any]:
     return body
 
 
+def _only(payload: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(str(name) for name in payload if name not in allowed)
+    if unknown:
+        listed = ", ".join(repr(name[:64]) for name in unknown[:5])
+        accepted = f"it accepts {', '.join(allowed)}" if allowed else "this route takes no body"
+        raise ValidationError(f"unknown field(s) {listed}; {accepted}")
+
+
+def no_fields(body: Any) -> None:
+    """A route that takes no body: nothing, ``null`` or ``{}`` only."""
+    _only(_object(body, "request body"), ())
+
+
 def _bool(payload: Mapping[str, Any], name: str) -> bool:
     value = payload.get(name, False)
     if not isinstance(value, bool):
@@ -80,6 +96,7 @@ def connection_change(body: Any) -> ConnectionChange:
     """``PUT .../connections/{connection_id}``: provider (required), status, reset_data, credentials, settings,
     provider_user_id. A field left out keeps what is stored."""
     payload = _object(body, "request body")
+    _only(payload, CONNECTION_FIELDS)
     provider = payload.get("provider")
     if not isinstance(provider, str) or not provider:
         raise ValidationError("provider is required")
@@ -106,6 +123,7 @@ def connection_change(body: Any) -> ConnectionChange:
 def sync_request(body: Any) -> SyncRequest:
     """``POST .../sync``: ``wait`` (true or false) and ``data_type`` (one, or all when left out)."""
     payload = _object(body, "request body")
+    _only(payload, SYNC_FIELDS)
     wait = _bool(payload, "wait")
     data_type = payload.get("data_type")
     if data_type is not None and not isinstance(data_type, str):

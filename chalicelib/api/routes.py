@@ -7,6 +7,7 @@ from typing import Any
 from chalice.app import Blueprint, Request, Response
 
 from chalicelib.api.http import endpoint
+from chalicelib.api.openapi import OPENAPI_PATH, openapi_document
 from chalicelib.api.requests import connection_change, json_body, sync_request
 from chalicelib.container import Container
 from chalicelib.usecases.responses import ApiResponse
@@ -26,6 +27,12 @@ def _query(request: Request) -> dict[str, str]:
 @endpoint(api, auth="none")
 def health(container: Container, request: Request) -> dict[str, Any]:
     return {"status": "ok"}
+
+
+@api.route(OPENAPI_PATH, methods=["GET"])
+@endpoint(api, auth="none")
+def openapi(container: Container, request: Request) -> dict[str, Any]:
+    return openapi_document()
 
 
 @api.route(_CONNECTION, methods=["PUT"], content_types=_BODY_TYPES)

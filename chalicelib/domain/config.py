@@ -39,9 +39,23 @@ class Settings:
     """Only for a local endpoint (moto server); unset on AWS and in tests."""
 
     jwt_secret: str = ""
+    """A literal HS256 secret: the local run and the tests. AWS stages name ``jwt_secret_parameter`` instead."""
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     operator_scope: str = "operator"
+    jwt_secret_parameter: str | None = None
+    """SSM parameter name (SecureString), or a Secrets Manager ARN, holding the HS256 secret (docs/auth.md)."""
+    jwt_secret_max_age_seconds: int = 300
+    """How long a warm instance keeps the fetched HS256 secret before reading it again (a rotation's delay)."""
+    jwks_url: str | None = None
+    """The identity provider's JWKS (https; http only on loopback); then the issuer and audience are required."""
+    jwt_algorithms: str = "RS256 ES256"
+    """The asymmetric algorithms accepted from the JWKS, space- or comma-separated."""
+    jwt_max_token_bytes: int = 8192
+    jwt_max_lifetime_seconds: int = 86400
+    """The longest ``exp`` may lie after ``iat`` (or after now, when a token has no ``iat``)."""
+    runtime: str = "aws"
+    """``aws`` or ``local`` (``python -m local.run``): only ``local`` accepts the repository's dev JWT secrets."""
 
     default_cooldown_seconds: int = 300
     default_max_staleness_seconds: int = 3600
@@ -82,6 +96,19 @@ class Settings:
     token_refresh_lease_seconds: int = 30
     """How long one instance may hold a connection's OAuth2 refresh before another may take it over."""
 
+    # --- tenants: what one user may take of the shared service (chalicelib/domain/tenants.py) ---
+    user_max_slot_share: float = 0.5
+    """Of a provider's ``max_concurrent_syncs``, what one user's syncs may hold at once: below 1 a fraction
+    (rounded down, at least one slot), from 1 a whole count of slots."""
+    user_max_rate_share: float = 0.5
+    """Of each of a provider's shared rate windows, the fraction one user's calls may take within the window
+    (at least one call; 1 = no per-user bound)."""
+    max_connections_per_user: int = 50
+    """A PUT creating a user's connection beyond this many answers 409 ``connection_limit_reached``."""
+    demo_provider: bool = False
+    """``SMART_SYNC_DEMO_PROVIDER=enabled`` offers the providers file's ``type: demo`` providers (local runs,
+    tests, the dev stage); absent, they are left out of the registry (an unknown provider to a PUT)."""
+
 
 _ENV_PREFIX = "SMART_SYNC_"
 _INT_FIELDS = {
@@ -104,6 +131,10 @@ _INT_FIELDS = {
     "retry_max_attempts",
     "max_jobs_per_tick",
     "watermark_lookback_seconds",
+    "max_connections_per_user",
+    "jwt_secret_max_age_seconds",
+    "jwt_max_token_bytes",
+    "jwt_max_lifetime_seconds",
 }
 _FLOAT_FIELDS = {
     "read_budget_seconds",
@@ -112,6 +143,8 @@ _FLOAT_FIELDS = {
     "retry_max_delay_seconds",
     "provider_wait_max_seconds",
     "tick_interval_seconds",
+    "user_max_slot_share",
+    "user_max_rate_share",
 }
 _STR_FIELDS = {
     "connections_table",
@@ -128,6 +161,10 @@ _STR_FIELDS = {
     "jwt_issuer",
     "jwt_audience",
     "operator_scope",
+    "jwt_secret_parameter",
+    "jwks_url",
+    "jwt_algorithms",
+    "runtime",
     "providers_file",
 }
 
@@ -155,6 +192,7 @@ def settings_from_env(environ: Mapping[str, str]) -> Settings:
         except ValueError as exc:
             raise ConfigurationError(f"{_ENV_PREFIX}POLICY_OVERRIDES is not valid JSON: {exc}") from exc
         values["policy_overrides"] = _validated_overrides(parsed)
+    values.update(_tenant_switches(environ))
     region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
     if region:
         values["region"] = region
@@ -172,8 +210,12 @@ def settings_from_env(environ: Mapping[str, str]) -> Settings:
     ):
         if getattr(settings, name) < 1:
             raise ConfigurationError(f"{_ENV_PREFIX}{name.upper()} must be at least 1")
+    if settings.runtime == "local" and environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        # A copied environment must not turn a deployed function into one that accepts the dev JWT secrets.
+        raise ConfigurationError(f"{_ENV_PREFIX}RUNTIME=local is refused inside AWS Lambda")
     if settings.tick_interval_seconds <= 0:
         raise ConfigurationError(f"{_ENV_PREFIX}TICK_INTERVAL_SECONDS must be above 0")
+    _check_tenant_settings(settings)
     for name in (
         "breaker_cool_off_seconds",
         "retry_base_seconds",
@@ -183,6 +225,26 @@ def settings_from_env(environ: Mapping[str, str]) -> Settings:
         if getattr(settings, name) < 0:
             raise ConfigurationError(f"{_ENV_PREFIX}{name.upper()} must not be negative")
     return settings
+
+
+def _tenant_switches(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``SMART_SYNC_DEMO_PROVIDER``: ``enabled`` or ``disabled`` (absent: disabled); anything else fails."""
+    raw = environ.get(_ENV_PREFIX + "DEMO_PROVIDER", "")
+    if raw not in ("", "enabled", "disabled"):
+        raise ConfigurationError(f"{_ENV_PREFIX}DEMO_PROVIDER must be 'enabled' or 'disabled', got {raw!r}")
+    return {"demo_provider": raw == "enabled"}
+
+
+def _check_tenant_settings(settings: Settings) -> None:
+    slots = settings.user_max_slot_share
+    if not slots > 0 or (slots >= 1 and slots != int(slots)):
+        raise ConfigurationError(
+            f"{_ENV_PREFIX}USER_MAX_SLOT_SHARE must be a fraction above 0 and below 1, or a whole count from 1"
+        )
+    if not 0 < settings.user_max_rate_share <= 1:
+        raise ConfigurationError(f"{_ENV_PREFIX}USER_MAX_RATE_SHARE must be above 0 and at most 1")
+    if settings.max_connections_per_user < 1:
+        raise ConfigurationError(f"{_ENV_PREFIX}MAX_CONNECTIONS_PER_USER must be at least 1")
 
 
 _POLICY_FIELDS = ("cooldown_seconds", "max_staleness_seconds", "schedule_every_seconds")

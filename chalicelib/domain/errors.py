@@ -25,6 +25,10 @@ class AuthenticationError(SmartSyncError):
     """Missing, expired or invalid bearer token."""
 
 
+class AuthUnavailableError(SmartSyncError):
+    """The token's keys could not be read right now (the JWKS or the secret store did not answer); retry."""
+
+
 class ForbiddenError(SmartSyncError):
     """The token may not act on this resource."""
 
@@ -51,6 +55,10 @@ class ConflictError(SmartSyncError):
 
 class ConnectionNotActiveError(ConflictError):
     """The connection is paused or needs review."""
+
+
+class ConnectionLimitError(ConflictError):
+    """The user already has as many connections as one user may have."""
 
 
 class RateLimitedError(SmartSyncError):

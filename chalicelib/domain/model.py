@@ -58,6 +58,8 @@ class RunStatus(StrEnum):
     LEASE_LOST = "LEASE_LOST"
     DEFERRED = "DEFERRED"
     """Not started (or paused mid-way) because the provider's limits or breaker said wait."""
+    ABANDONED = "ABANDONED"
+    """Its process died holding the lease: the next sync that took the expired lease recorded this."""
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,25 @@ class SyncCounts:
 
 
 @dataclass(frozen=True)
+class RunTally:
+    """A running sync's counts so far, stored with each page it writes: a redelivered attempt of the
+    same run goes on counting from them, so a run's counts add up across its attempts."""
+
+    run_id: str
+    counts: SyncCounts
+
+    def to_json(self) -> str:
+        return json.dumps({"run_id": self.run_id, **self.counts.as_dict()}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | None) -> RunTally | None:
+        if not raw:
+            return None
+        values = json.loads(raw)
+        return cls(run_id=str(values.pop("run_id")), counts=SyncCounts(**values))
+
+
+@dataclass(frozen=True)
 class DatasetState:
     key: DatasetKey
     provider: str
@@ -195,6 +216,15 @@ class DatasetState:
     last_counts: SyncCounts | None = None
     checkpoint: Checkpoint | None = None
     watermark: str | None = None
+    prior_run_id: str | None = None
+    """The run that held the lease before this holder took it and never gave it back (its process died),
+    as the lease write found it; ``None`` when the lease was let go properly."""
+    job_attempts: int = 0
+    """How many times a worker took the lease for the queued job (1 on its first delivery)."""
+    run_tally: RunTally | None = None
+    """The running sync's counts, stored with its record writes and checkpoints."""
+    incarnation: str | None = None
+    """Made new with the state item: a dataset purged and made again is another incarnation."""
 
     @classmethod
     def empty(cls, key: DatasetKey, provider: str) -> DatasetState:
@@ -229,8 +259,11 @@ class SyncRun:
     counts: SyncCounts = field(default_factory=SyncCounts)
     error: str | None = None
     resumed: str | None = None
+    """The run whose pass this run went on with, from a saved checkpoint (its own id for a redelivered job)."""
     skipped_records: tuple[str, ...] = ()
     """The first few records left out, as ``"<reason>: <id>"`` (ids cut short)."""
+    attempt: int = 1
+    """Which delivery of the run this is: a job redelivered after its process died is attempt 2, and so on."""
 
     def public(self) -> dict[str, Any]:
         duration = None
@@ -249,6 +282,7 @@ class SyncRun:
             **self.counts.as_dict(),
             "error": self.error,
             "resumed_from_checkpoint": self.resumed,
+            "attempt": self.attempt,
             "skipped_records": list(self.skipped_records),
         }
 

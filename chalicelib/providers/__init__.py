@@ -210,7 +210,9 @@ def build_provider(name: str, config: Mapping[str, Any]) -> Provider:
     )
 
 
-def registry_from_config(config: Mapping[str, Any]) -> ProviderRegistry:
+def registry_from_config(config: Mapping[str, Any], *, demo: bool = True) -> ProviderRegistry:
+    """The registry of a providers config; ``demo=False`` leaves its ``type: demo`` providers out (a PUT naming
+    one is refused as an unknown provider): ``load_registry`` passes ``Settings.demo_provider``."""
     providers = config.get("providers", config)
     if not isinstance(providers, Mapping):
         raise ConfigurationError("providers config must be a JSON object of name -> provider")
@@ -220,6 +222,8 @@ def registry_from_config(config: Mapping[str, Any]) -> ProviderRegistry:
     for name, cfg in providers.items():
         if not isinstance(cfg, Mapping):
             raise ConfigurationError(f"provider {name!r}: must be a JSON object")
+        if cfg.get("type") == "demo" and not demo:
+            continue
         own = {key: value for key, value in cfg.items() if key not in _REGISTRY_KEYS}
         built[name] = build_provider(name, own)
         limits[name] = parse_limits(name, cfg.get("limits"))
@@ -237,4 +241,4 @@ def load_registry(settings: Settings) -> ProviderRegistry:
         config = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ConfigurationError(f"cannot read providers file {path}: {exc}") from exc
-    return registry_from_config(config)
+    return registry_from_config(config, demo=settings.demo_provider)

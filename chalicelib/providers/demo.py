@@ -4,11 +4,16 @@ Every value is derived from a hash of (connection, data type, day), so the same
 inputs always give the same pages. Settings let a connection show each tier and
 the error paths:
 
-- ``latency_seconds`` (0): time one page takes (passed through the injected sleeper)
-- ``failure_rate`` (0): share of page fetches that fail, decided by a hash of the
+- ``latency_seconds`` (0, at most 15): time one page takes (passed through the injected sleeper)
+- ``failure_rate`` (0 to 1): share of page fetches that fail, decided by a hash of the
   fetch's inputs and the current minute (1 fails every fetch)
 - ``invalid_credentials`` (false): every fetch answers like a provider's 401
-- ``records`` (30): days of history per data type; ``page_size`` (10)
+- ``records`` (30, at most 1000): days of history per data type; ``page_size`` (10, 1 to 1000);
+  at most 20 pages per data type
+
+The bounds keep one connection's sync short (at most 20 pages of at most 15 s): the demo shares its
+concurrent slots with every other user's, so a setting must not let one connection hold a slot for long.
+A setting out of bounds is refused when the connection is saved (a 400).
 """
 
 from __future__ import annotations
@@ -39,6 +44,10 @@ _FIELDS: dict[str, tuple[tuple[str, int, int], ...]] = {
 
 
 _SETTINGS = frozenset({"latency_seconds", "failure_rate", "invalid_credentials", "records", "page_size"})
+MAX_LATENCY_SECONDS = 15
+MAX_RECORDS = 1000
+MAX_PAGE_SIZE = 1000
+MAX_PAGES = 20
 
 
 def _unit(*parts: object) -> float:
@@ -51,6 +60,14 @@ def _number(setting: Mapping[str, Any], name: str, default: float, low: float, h
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
         raise ValidationError(f"demo setting {name} must be a number from {low} to {high}")
     return float(value)
+
+
+def _whole(setting: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = setting.get(name, default)
+    # The range first: NaN and infinity fail it before ``int`` could be asked to convert them.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high or value != int(value):
+        raise ValidationError(f"demo setting {name} must be a whole number from {low} to {high}")
+    return int(value)
 
 
 class DemoProvider:
@@ -72,10 +89,15 @@ class DemoProvider:
             )
         if not isinstance(settings.get("invalid_credentials", False), bool):
             raise ValidationError("demo setting invalid_credentials must be true or false")
-        _number(settings, "latency_seconds", 0, 0, 60)
+        _number(settings, "latency_seconds", 0, 0, MAX_LATENCY_SECONDS)
         _number(settings, "failure_rate", 0, 0, 1)
-        _number(settings, "records", 30, 0, 5000)
-        _number(settings, "page_size", 10, 1, 1000)
+        records = _whole(settings, "records", 30, 0, MAX_RECORDS)
+        page_size = _whole(settings, "page_size", 10, 1, MAX_PAGE_SIZE)
+        if -(-records // page_size) > MAX_PAGES:
+            raise ValidationError(
+                f"demo settings records and page_size make {-(-records // page_size)} pages; "
+                f"at most {MAX_PAGES} (raise page_size or lower records)"
+            )
 
     def fetch_page(self, request: FetchRequest) -> Page:
         settings = request.settings

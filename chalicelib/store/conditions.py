@@ -28,6 +28,12 @@ def condition_failed(exc: Exception) -> bool:
     return getattr(exc, "cause_response_code", None) == CONDITION_FAILED
 
 
+def in_transaction(exc: Exception) -> bool:
+    """A plain write met the item inside a transaction: for a state item, a lease holder storing a page
+    or ending its sync (``RecordStore.write_records``, ``DatasetStore.finish_success``), so the lease is held."""
+    return getattr(exc, "cause_response_code", None) == "TransactionConflictException"
+
+
 def update_if(handle: Model, actions: list[Any], condition: Condition) -> bool:
     """One conditional UpdateItem; ``False`` when its condition failed (any other error raises)."""
     try:
@@ -51,6 +57,16 @@ def lease_free(now: float) -> Condition:
 
 def lease_owned_by(owner: str) -> Condition:
     return cast(Condition, StateItem.lease_owner == owner)
+
+
+def lease_released() -> list[Any]:
+    """Every way a holder lets the lease go: its run id goes with it (one left behind names a dead run)."""
+    return [StateItem.lease_owner.remove(), StateItem.lease_expires_at.remove(), StateItem.lease_run_id.remove()]
+
+
+def claim_cleared() -> list[Any]:
+    """The queued job's claim and its delivery count."""
+    return [StateItem.queued_job_id.remove(), StateItem.queued_at.remove(), StateItem.job_attempts.remove()]
 
 
 def job_is_queued(job_id: str) -> Condition:

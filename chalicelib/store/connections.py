@@ -118,6 +118,10 @@ class ConnectionStore:
     def list_connections(self, user_id: str) -> list[Connection]:
         return [connection_from_item(item) for item in ConnectionItem.query(user_id)]
 
+    def count_connections(self, user_id: str, *, up_to: int) -> int:
+        """How many connections the user has, counted up to ``up_to`` (one Query that returns no items)."""
+        return ConnectionItem.count(user_id, consistent_read=True, limit=up_to)
+
     def delete_connection(self, user_id: str, connection_id: str) -> None:
         with contextlib.suppress(DeleteError):
             ConnectionItem(user_id, connection_id).delete()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import uuid
 from typing import Any
 
 from chalicelib.domain.errors import (
@@ -18,6 +19,7 @@ from chalicelib.domain.model import (
     DatasetState,
     DatasetStatus,
     RunStatus,
+    RunTally,
     StoredRecord,
     SyncCounts,
     SyncRun,
@@ -88,6 +90,10 @@ def state_from_item(item: StateItem) -> DatasetState:
         last_counts=counts,
         checkpoint=Checkpoint.from_json(item.checkpoint_json),
         watermark=item.watermark,
+        prior_run_id=item.prior_run_id or None,
+        job_attempts=int(item.job_attempts or 0),
+        run_tally=RunTally.from_json(item.run_tally_json),
+        incarnation=item.incarnation,
     )
 
 
@@ -166,6 +172,7 @@ def run_from_item(item: RunItem, key: DatasetKey) -> SyncRun:
         error=item.error,
         resumed=item.resumed,
         skipped_records=tuple(json.loads(item.skipped_json)) if item.skipped_json else (),
+        attempt=int(item.attempt or 1),
     )
 
 
@@ -188,6 +195,7 @@ def run_item(run: SyncRun, retention_seconds: float) -> RunItem:
         skipped_json=json.dumps(list(run.skipped_records)) if run.skipped_records else None,
         error=run.error,
         resumed=run.resumed,
+        attempt=run.attempt,
         expires_at=int(run.created_at + retention_seconds),
     )
 
@@ -213,4 +221,5 @@ def new_state_item(key: DatasetKey, provider: str, next_sync_at: float | None) -
         provider=provider,
         schedule_shard=schedule_shard(key.dataset_id),
         next_sync_at=next_sync_at,
+        incarnation=uuid.uuid4().hex,
     )

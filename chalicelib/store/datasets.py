@@ -25,16 +25,20 @@ from chalicelib.domain.model import (
     DatasetState,
     DatasetStatus,
     RunStatus,
+    RunTally,
     SyncCounts,
     SyncRun,
 )
 from chalicelib.store.conditions import (
+    claim_cleared,
     condition_failed,
     dataset_exists,
     identity_actions,
+    in_transaction,
     job_is_queued,
     lease_free,
     lease_owned_by,
+    lease_released,
     no_live_queue_claim,
     no_run_finished_since,
     past_cooldown,
@@ -112,8 +116,13 @@ class DatasetStore:
         *,
         job_id: str | None = None,
         expected_last_run_id: str | None = None,
+        run_id: str | None = None,
     ) -> DatasetState:
         """Win the dataset's single-flight lease, or raise.
+
+        The lease names its ``run_id``; a run id still there when the lease is taken (a holder that
+        died never let it go) comes back as ``prior_run_id``, so the new holder can mark that run
+        abandoned. A worker's take counts as one more attempt of its job (``job_attempts``).
 
         A direct caller (a read) may take a free lease only if no run has finished since
         it looked (``expected_last_run_id``): otherwise that run's result is what it
@@ -123,6 +132,9 @@ class DatasetStore:
         """
         actions = [
             *identity_actions(key, provider),
+            # Read before the set below: DynamoDB evaluates every operand against the item as it was.
+            StateItem.prior_run_id.set(StateItem.lease_run_id | ""),
+            StateItem.lease_run_id.set(run_id) if run_id is not None else StateItem.lease_run_id.remove(),
             StateItem.lease_owner.set(owner),
             StateItem.lease_expires_at.set(now + ttl_seconds),
             StateItem.status.set(DatasetStatus.RUNNING.value),
@@ -132,13 +144,16 @@ class DatasetStore:
         if job_id is not None:
             # The claim stays until the job finishes, so a redelivery after a crash can resume it.
             condition = condition & job_is_queued(job_id)
+            actions.append(StateItem.job_attempts.add(1))
         else:
             condition = condition & no_run_finished_since(expected_last_run_id)
-            actions += [StateItem.queued_job_id.remove(), StateItem.queued_at.remove()]
+            actions += claim_cleared()
         handle = state_handle(key)
         try:
             handle.update(actions=actions, condition=condition)
         except UpdateError as exc:
+            if in_transaction(exc):
+                raise SyncInProgressError() from exc
             if not condition_failed(exc):
                 raise
             current = self._existing_state(key, exc)
@@ -168,10 +183,13 @@ class DatasetStore:
                     *identity_actions(key, provider),
                     StateItem.queued_job_id.set(job_id),
                     StateItem.queued_at.set(now),
+                    StateItem.job_attempts.remove(),
                 ],
                 condition=condition,
             )
         except UpdateError as exc:
+            if in_transaction(exc):
+                raise ClaimNotWonError() from exc  # the lease is held: no claim either way
             if not condition_failed(exc):
                 raise
             self._existing_state(key, exc)
@@ -192,7 +210,7 @@ class DatasetStore:
         Conditioned on the claim, so a PUT that revived the connection meanwhile (and dropped the
         claim while rescheduling) wins: the dataset stays on the schedule.
         """
-        actions = [StateItem.queued_job_id.remove(), StateItem.queued_at.remove()]
+        actions = claim_cleared()
         if unschedule:
             actions.append(StateItem.next_sync_at.remove())
         update_if(state_handle(key), actions, job_is_queued(job_id))
@@ -230,14 +248,22 @@ class DatasetStore:
         self._update_as_owner(key, owner, [StateItem.lease_expires_at.set(now + ttl_seconds)])
 
     def save_checkpoint(
-        self, key: DatasetKey, owner: str, now: float, ttl_seconds: float, checkpoint: Checkpoint
+        self,
+        key: DatasetKey,
+        owner: str,
+        now: float,
+        ttl_seconds: float,
+        checkpoint: Checkpoint,
+        tally: RunTally | None = None,
     ) -> None:
-        """Record progress and renew the lease in one write; only the owner may."""
-        self._update_as_owner(
-            key,
-            owner,
-            [StateItem.checkpoint_json.set(checkpoint.to_json()), StateItem.lease_expires_at.set(now + ttl_seconds)],
-        )
+        """Record progress (and the run's counts so far) and renew the lease in one write; only the owner may."""
+        actions = [
+            StateItem.checkpoint_json.set(checkpoint.to_json()),
+            StateItem.lease_expires_at.set(now + ttl_seconds),
+        ]
+        if tally is not None:
+            actions.append(StateItem.run_tally_json.set(tally.to_json()))
+        self._update_as_owner(key, owner, actions)
 
     def finish_success(
         self,
@@ -253,11 +279,12 @@ class DatasetStore:
         next_sync_at: float | None,
         full_pass: bool,
     ) -> None:
+        """``record_count`` set exact (a sweep counted it) or moved by ``record_count_delta``: records stored
+        outside ``RecordStore.write_records``, which counts its own (the engine passes 0)."""
         actions: list[Any] = [
-            StateItem.lease_owner.remove(),
-            StateItem.lease_expires_at.remove(),
-            StateItem.queued_job_id.remove(),
-            StateItem.queued_at.remove(),
+            *lease_released(),
+            *claim_cleared(),
+            StateItem.run_tally_json.remove(),
             StateItem.checkpoint_json.remove(),
             StateItem.status.set(DatasetStatus.IDLE.value),
             StateItem.last_successful_at.set(now),
@@ -288,10 +315,9 @@ class DatasetStore:
             owner,
             [
                 *schedule_actions(key, next_sync_at),
-                StateItem.lease_owner.remove(),
-                StateItem.lease_expires_at.remove(),
-                StateItem.queued_job_id.remove(),
-                StateItem.queued_at.remove(),
+                *lease_released(),
+                *claim_cleared(),
+                StateItem.run_tally_json.remove(),
                 StateItem.status.set(DatasetStatus.FAILED.value),
                 StateItem.last_error.set(error[:1000]),
                 StateItem.consecutive_failures.add(1),
@@ -307,26 +333,27 @@ class DatasetStore:
             key,
             owner,
             [
-                StateItem.lease_owner.remove(),
-                StateItem.lease_expires_at.remove(),
+                *lease_released(),
+                StateItem.run_tally_json.remove(),
                 StateItem.status.set(DatasetStatus.IDLE.value),
                 StateItem.queued_job_id.set(job_id),
                 StateItem.queued_at.set(now),
+                StateItem.job_attempts.remove(),
             ],
         )
 
-    def release_lease(self, key: DatasetKey, owner: str, *, drop_claim: bool, status: DatasetStatus) -> None:
+    def release_lease(
+        self, key: DatasetKey, owner: str, *, drop_claim: bool, status: DatasetStatus, undo_attempt: bool = False
+    ) -> None:
         """Give the lease back without a run (a deferred start), restoring the dataset's ``status``.
 
         The job's claim stays (the job comes back later) unless ``drop_claim``.
         """
-        actions: list[Any] = [
-            StateItem.lease_owner.remove(),
-            StateItem.lease_expires_at.remove(),
-            StateItem.status.set(status.value),
-        ]
+        actions: list[Any] = [*lease_released(), StateItem.status.set(status.value)]
         if drop_claim:
-            actions += [StateItem.queued_job_id.remove(), StateItem.queued_at.remove()]
+            actions += claim_cleared()
+        elif undo_attempt:
+            actions.append(StateItem.job_attempts.add(-1))  # the job comes back: a deferred take is no attempt
         self._update_as_owner(key, owner, actions)
 
     def _finish_as_owner(self, key: DatasetKey, owner: str, actions: list[Any], run: FinishedRun) -> None:

@@ -130,6 +130,18 @@ class StateItem(DatasetItem, discriminator="state"):
     status = UnicodeAttribute(default="IDLE")
     lease_owner = UnicodeAttribute(null=True)
     lease_expires_at = NumberAttribute(null=True)
+    lease_run_id = UnicodeAttribute(null=True)
+    """The run holding the lease; removed whenever a holder lets the lease go, so one still here when
+    the next holder takes an expired lease names a run whose process died."""
+    prior_run_id = UnicodeAttribute(null=True)
+    """What ``lease_run_id`` was when the current holder took the lease (``""``: let go properly)."""
+    job_attempts = NumberAttribute(null=True)
+    """Times a worker took the lease for the queued job; a new claim starts it again."""
+    incarnation = UnicodeAttribute(null=True)
+    """Set once when the state item is made: a dataset purged and made again (a PUT with ``reset_data``
+    or another provider) is another incarnation, so a sync of the old one knows its run is not this one's."""
+    run_tally_json = UnicodeAttribute(null=True)
+    """The running sync's counts (``RunTally``), written with its pages: a redelivered attempt goes on from them."""
     queued_job_id = UnicodeAttribute(null=True)
     queued_at = NumberAttribute(null=True)
     last_attempted_at = NumberAttribute(null=True)
@@ -178,6 +190,7 @@ class RunItem(Model):
     """The first few skipped records as a JSON list of ``"<reason>: <id>"``."""
     error = UnicodeAttribute(null=True)
     resumed = UnicodeAttribute(null=True)
+    attempt = NumberAttribute(null=True)
     expires_at = NumberAttribute()
     """DynamoDB TTL attribute; reads also filter on it (TTL deletion is lazy, and moto never does it)."""
 

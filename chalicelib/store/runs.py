@@ -33,8 +33,16 @@ class RunStore:
         with contextlib.suppress(DeleteError):
             RunItem(key.dataset_id, run_id).delete()
 
-    def mark_run(self, key: DatasetKey, run_id: str, status: RunStatus, *, only_if: RunStatus) -> None:
-        update_if(RunItem(key.dataset_id, run_id), [RunItem.status.set(status.value)], RunItem.status == only_if.value)
+    def mark_run(
+        self, key: DatasetKey, run_id: str, status: RunStatus, *, only_if: RunStatus | tuple[RunStatus, ...]
+    ) -> None:
+        """Move a run's record to ``status`` if it is still in (one of) ``only_if``; a missing record stays missing."""
+        allowed = only_if if isinstance(only_if, tuple) else (only_if,)
+        update_if(
+            RunItem(key.dataset_id, run_id),
+            [RunItem.status.set(status.value)],
+            RunItem.status.is_in(*(s.value for s in allowed)),
+        )
 
     def list_runs(self, key: DatasetKey, limit: int, now: float) -> list[SyncRun]:
         """Newest first. Expired runs are skipped: TTL deletion is lazy (and moto never does it)."""

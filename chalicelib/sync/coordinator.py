@@ -71,6 +71,7 @@ class CoordinatorStore(Protocol):
         *,
         job_id: str | None = None,
         expected_last_run_id: str | None = None,
+        run_id: str | None = None,
     ) -> DatasetState: ...
 
     def claim_queue(
@@ -91,7 +92,9 @@ class CoordinatorStore(Protocol):
 
     def get_state(self, key: DatasetKey, consistent: bool = True) -> DatasetState | None: ...
 
-    def mark_run(self, key: DatasetKey, run_id: str, status: RunStatus, *, only_if: RunStatus) -> None: ...
+    def mark_run(
+        self, key: DatasetKey, run_id: str, status: RunStatus, *, only_if: RunStatus | tuple[RunStatus, ...]
+    ) -> None: ...
 
 
 @dataclass
@@ -180,6 +183,7 @@ class SyncCoordinator:
         while True:
             now = self._clock.now()
             owner = new_owner(trigger.value)
+            run_id = new_run_id(now)
             try:
                 acquire = functools.partial(
                     self._store.acquire_lease,
@@ -189,6 +193,7 @@ class SyncCoordinator:
                     now,
                     self._settings.lease_ttl_seconds,
                     expected_last_run_id=expected_last_run,
+                    run_id=run_id,
                 )
                 state = self._ensuring_dataset(key, connection.provider, policy, acquire)
             except SyncInProgressError:
@@ -212,7 +217,7 @@ class SyncCoordinator:
                 state,
                 policy,
                 owner=owner,
-                run_id=new_run_id(now),
+                run_id=run_id,
                 trigger=trigger,
                 deadline=deadline,
             )
@@ -301,7 +306,13 @@ class SyncCoordinator:
         owner = new_owner("worker")
         try:
             state = self._store.acquire_lease(
-                job.key, connection.provider, owner, now, self._settings.lease_ttl_seconds, job_id=job.run_id
+                job.key,
+                connection.provider,
+                owner,
+                now,
+                self._settings.lease_ttl_seconds,
+                job_id=job.run_id,
+                run_id=job.run_id,
             )
         except JobNotClaimableError:
             self._store.mark_run(job.key, job.run_id, RunStatus.SUPERSEDED, only_if=RunStatus.QUEUED)

@@ -53,7 +53,7 @@ from chalicelib.sync.outcome import OutcomeKind, SyncOutcome
 from chalicelib.sync.pacing import ProviderGuard, SyncEnd, connection_scope_of
 from chalicelib.sync.pages import advance, first_checkpoint, store_page
 from chalicelib.sync.ports import SyncStore
-from chalicelib.sync.progress import SyncProgress, closing_record
+from chalicelib.sync.progress import SyncProgress, closing_record, starting_run
 from chalicelib.sync.waits import MIN_USEFUL_FETCH_SECONDS, ProviderWaits, WaitRequired
 
 __all__ = ["CredentialSource", "OutcomeKind", "SyncEngine", "SyncOutcome"]
@@ -121,6 +121,11 @@ class SyncEngine:
         spec = self._registry.get(connection.provider).data_types().get(state.key.data_type)
         spec = spec or DataTypeSpec(state.key.data_type)
         ttl = self._settings.lease_ttl_seconds
+        if state.prior_run_id and state.prior_run_id != run_id:
+            # Its process died holding the lease (a redelivery of the same job goes on with its run instead).
+            self._store.mark_run(
+                state.key, state.prior_run_id, RunStatus.ABANDONED, only_if=(RunStatus.QUEUED, RunStatus.RUNNING)
+            )
         progress = SyncProgress(
             key=state.key,
             owner=owner,
@@ -131,6 +136,9 @@ class SyncEngine:
             weight=spec.weight,
             complete_listing=spec.complete_listing,
             safe_until=(state.lease_expires_at if state.lease_expires_at is not None else now + ttl) - ttl / 2,
+            incarnation=state.incarnation,
+            run_id=run_id,
+            job_run=state.queued_job_id is not None and state.queued_job_id == run_id,
         )
         try:
             start = self._waits.start(progress)
@@ -171,12 +179,17 @@ class SyncEngine:
         breaker_open: bool = False,
     ) -> SyncOutcome:
         # Nothing was fetched: hand the lease back. A breaker refusal also drops the job's claim:
-        # the dataset stays due and the schedule sends it again once the provider answers.
+        # the dataset stays due and the schedule sends it again once the provider answers. A job that
+        # comes back later did not use up an attempt.
         logger.info("sync deferred: %s (%s)", progress.key.describe(), reason)
         self._waits.release_probe(progress)
         with contextlib.suppress(LeaseLostError):
             self._store.release_lease(
-                progress.key, progress.owner, drop_claim=breaker_open, status=_status_after_deferral(state)
+                progress.key,
+                progress.owner,
+                drop_claim=breaker_open,
+                status=_status_after_deferral(state),
+                undo_attempt=progress.job_run and not breaker_open,
             )
         return SyncOutcome(
             OutcomeKind.DEFERRED,
@@ -211,15 +224,7 @@ class SyncEngine:
             incremental=spec.incremental,
             full_resync_seconds=self._settings.full_resync_seconds,
         )
-        run = SyncRun(
-            key=key,
-            run_id=run_id,
-            trigger=trigger,
-            status=RunStatus.RUNNING,
-            created_at=created_at if created_at is not None else started,
-            started_at=started,
-            resumed=checkpoint.generation if checkpoint.generation != run_id else None,
-        )
+        run = starting_run(state, checkpoint, progress, trigger=trigger, created_at=created_at, started=started)
         logger.info("sync started: %s run=%s trigger=%s", key.describe(), run_id, trigger.value)
         try:
             credentials = self._fetcher.open_credentials(connection, provider, progress, rejected=False)
@@ -240,14 +245,17 @@ class SyncEngine:
                 page, credentials = self._fetcher.fetch(connection, provider, request, progress, admission.state_after)
                 self._waits.fence(progress)
                 generation = checkpoint.generation if checkpoint.since is None else None
-                counts = store_page(self._store, self._clock, key, page, generation, progress.skipped_samples)
+                counts = store_page(self._store, self._clock, key, page, generation, progress)
                 progress.counts = progress.counts.plus(counts)
                 checkpoint = advance(checkpoint, page)
                 if page.next_page_token is None:
                     return self._complete(run, progress, checkpoint, policy, connection)
                 if checkpoint.pages_done >= self._settings.max_pages_per_run:
                     raise ProviderError(f"pagination did not end after {checkpoint.pages_done} pages", retryable=False)
-                self._store.save_checkpoint(key, owner, self._clock.now(), self._settings.lease_ttl_seconds, checkpoint)
+                now = self._clock.now()
+                self._store.save_checkpoint(
+                    key, owner, now, self._settings.lease_ttl_seconds, checkpoint, progress.tally()
+                )
                 progress.safe_until = self._clock.now() + self._settings.lease_ttl_seconds / 2
                 if not progress.run_recorded:  # a sync of several pages shows as running from its second page
                     self._store.put_run(run, self.retention_seconds)
@@ -280,7 +288,7 @@ class SyncEngine:
         full_pass = checkpoint.since is None
         if full_pass and progress.complete_listing:
             self._waits.fence(progress)
-            deleted, record_count = self._store.sweep_unseen_records(key, checkpoint.generation)
+            deleted, record_count = self._store.sweep_unseen_records(key, checkpoint.generation, owner=owner)
             progress.counts = progress.counts.plus(SyncCounts(deleted=deleted))
         counts = progress.totals()
         now = self._clock.now()
@@ -299,7 +307,7 @@ class SyncEngine:
             run=self._finished(run, RunStatus.SUCCEEDED, counts, None, progress, end),
             counts=counts,
             record_count=record_count,
-            record_count_delta=counts.inserted - counts.deleted,
+            record_count_delta=0,  # every page write counted its own records (``RecordStore.write_records``)
             watermark=watermark,
             next_sync_at=next_sync_at,
             full_pass=full_pass,

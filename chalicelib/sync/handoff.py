@@ -25,11 +25,15 @@ class HandoffStore(Protocol):
 
     def delete_dataset(self, key: DatasetKey) -> bool: ...
 
+    def delete_run(self, key: DatasetKey, run_id: str) -> None: ...
+
     def get_state(self, key: DatasetKey, consistent: bool = True) -> DatasetState | None: ...
 
     def hand_off(self, key: DatasetKey, owner: str, now: float, job_id: str) -> None: ...
 
-    def mark_run(self, key: DatasetKey, run_id: str, status: RunStatus, *, only_if: RunStatus) -> None: ...
+    def mark_run(
+        self, key: DatasetKey, run_id: str, status: RunStatus, *, only_if: RunStatus | tuple[RunStatus, ...]
+    ) -> None: ...
 
     def put_run(self, run: SyncRun, retention_seconds: float) -> None: ...
 
@@ -88,13 +92,18 @@ class Handoff:
         return True
 
     def abandon(self, run: SyncRun, progress: SyncProgress, error: str) -> SyncOutcome:
-        """Our lease is gone. If the dataset was deleted, finish the deletion: a page we stored after
-        the DELETE read its keys would otherwise outlive it."""
+        """Our lease is gone. If the dataset was deleted, finish the deletion (nothing of ours may outlive
+        it); if it was purged and made again (a PUT with ``reset_data`` or another provider), this run
+        belongs to the old account: its record goes too. Our records are fenced on our lease, so the
+        purge that took it removed every one we stored."""
         logger.warning("sync lost its lease: %s run=%s", run.key.describe(), run.run_id)
         self._waits.release_probe(progress)
         counts = progress.totals()
-        if self._store.get_state(run.key) is None:
+        current = self._store.get_state(run.key)
+        if current is None:
             self._store.delete_dataset(run.key)
+        elif current.incarnation != progress.incarnation:
+            self._store.delete_run(run.key, run.run_id)
         else:
             self.finish_run(run, RunStatus.LEASE_LOST, counts, error, progress)
         return SyncOutcome(OutcomeKind.LEASE_LOST, run.run_id, counts, error=error)

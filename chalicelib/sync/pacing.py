@@ -1,18 +1,19 @@
-"""A provider's shared limits, as every Lambda sees them: breaker, running syncs, rate windows.
+"""A provider's shared limits, as every Lambda sees them: breaker, running syncs, rate windows, users' shares.
 
 The decisions are pure (``domain/gate.py``, ``domain/breaker.py``, ``domain/limits.py``); this module
 reads and writes their state so every worker agrees. A provider's breaker, its running syncs, its
 shared rate windows and its statistics sit in ONE gate item, so a sync's start (admission, slot and
 first call) is one conditional write, each later call one more, and its end (slot back, statistics)
 one unguarded write. A provider whose limits are per connection keeps each connection's windows in
-an item of their own.
+an item of their own. Each user's share of the slots and of the shared windows
+(``chalicelib/domain/tenants.py``) is kept in the gate's document too, written by the same writes.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
@@ -27,7 +28,11 @@ from chalicelib.domain.breaker import (
 from chalicelib.domain.config import Settings
 from chalicelib.domain.errors import StoreBusyError
 from chalicelib.domain.gate import GateLimits, Start, decide_start
-from chalicelib.domain.limits import RateWindow, WindowLevels, hold_all, may_tighten, observe, take_slot, take_weight
+from chalicelib.domain.limits import RateWindow, WindowLevels, hold_all, may_tighten, observe, take_weight
+from chalicelib.domain.tenants import (
+    TenantBook,
+    user_of_scope,
+)
 from chalicelib.providers import LimitScope, ProviderLimits, ProviderRegistry
 from chalicelib.store.items import LimitItem
 from chalicelib.store.shared import (
@@ -38,65 +43,18 @@ from chalicelib.store.shared import (
     holders_of,
     shared_json_write,
 )
+from chalicelib.sync.gate_items import Changes, GateStep, connection_windows_key, legacy_windows_key, stats_actions
+from chalicelib.sync.gate_items import SyncEnd as SyncEnd  # as the engine and the tests have always named them
+from chalicelib.sync.gate_items import connection_scope_of as connection_scope_of
+from chalicelib.sync.gate_items import gate_key as gate_key
 from chalicelib.sync.limits_view import breaker_of, gate_document, legacy_windows, provider_views, windows_of
+from chalicelib.sync.shares import gate_limits, share_take_step, slot_step
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-GateStep = Callable[[LimitItem | None, dict[str, Any]], tuple[T, dict[str, Any] | None, list[Any]]]
-"""Gets the gate item and its document; gives the answer, the new document (``None``: unchanged), holder actions."""
-Changes = tuple[T, dict[str, Any] | None, list[Any]]
 
 _ATTEMPTS = 8
 _TOKEN_ATTEMPTS = 3
-
-
-def gate_key(provider: str) -> str:
-    """The item holding a provider's breaker, running syncs, shared rate windows and statistics."""
-    return f"gate#{provider}"
-
-
-def legacy_windows_key(provider: str) -> str:
-    """Where versions before the gate kept a provider's windows (read along with a gate never written)."""
-    return f"bucket#{provider}"
-
-
-def connection_windows_key(provider: str, connection_scope: str) -> str:
-    """The item holding one connection's rate windows (providers that limit each API key)."""
-    return f"bucket#{provider}#{connection_scope}"
-
-
-def connection_scope_of(user_id: str, connection_id: str) -> str:
-    """What the engine passes as ``connection_scope`` for a connection."""
-    return f"{user_id}#{connection_id}"
-
-
-@dataclass(frozen=True)
-class SyncEnd:
-    """How a sync ended, for the provider's statistics."""
-
-    succeeded: bool
-    duration_seconds: float
-    error: str | None
-    at: float
-
-
-def _stats_actions(end: SyncEnd) -> list[Any]:
-    duration = round(end.duration_seconds, 3)
-    actions: list[Any] = [
-        LimitItem.total_syncs.add(1),
-        LimitItem.duration_sum.add(duration),
-        LimitItem.last_duration.set(duration),
-        LimitItem.last_finished_at.set(end.at),
-    ]
-    if end.succeeded:
-        return [*actions, LimitItem.succeeded_syncs.add(1), LimitItem.consecutive_failures.set(0)]
-    return [
-        *actions,
-        LimitItem.failed_syncs.add(1),
-        LimitItem.consecutive_failures.add(1),
-        LimitItem.last_error.set((end.error or "failed")[:500]),
-        LimitItem.last_error_at.set(end.at),
-    ]
 
 
 class ProviderGuard:
@@ -115,6 +73,9 @@ class ProviderGuard:
 
     def _shares_windows(self, limits: ProviderLimits) -> bool:
         return limits.scope is LimitScope.PROVIDER
+
+    def _gate_limits(self, provider: str) -> GateLimits:
+        return gate_limits(self._registry.limits(provider), self._settings)
 
     def _update_gate(
         self,
@@ -148,14 +109,21 @@ class ProviderGuard:
     # --- a sync's start and end ----------------------------------------------------
 
     def start(
-        self, provider: str, owner: str, now: float, *, weight: float = 1, feedback: Mapping[str, str] | None = None
+        self,
+        provider: str,
+        owner: str,
+        now: float,
+        *,
+        weight: float = 1,
+        feedback: Mapping[str, str] | None = None,
+        user: str | None = None,
     ) -> Start:
         """Admission, a running-sync slot and (when the windows are the provider's) the first call's
-        weight, in one write. Nothing is written for a refusal, nor when only the first call must wait
-        (the caller waits and starts again: a slot is never held, nor a probe claimed, just to wait)."""
-        limits = self._registry.limits(provider)
-        shared_windows = limits.windows if self._shares_windows(limits) else None
-        gate = GateLimits(limits.max_concurrent_syncs, float(self._settings.lease_ttl_seconds), shared_windows)
+        weight, in one write; each within ``user``'s share (none asked without a user). Nothing is written
+        for a refusal, nor when only the first call must wait (the caller waits and starts again: a slot
+        is never held, nor a probe claimed, just to wait)."""
+        gate = self._gate_limits(provider)
+        shared_windows = gate.windows
 
         def step(item: LimitItem | None, document: dict[str, Any]) -> Changes[Start]:
             breaker = BreakerState.from_dict(document.get("breaker"))
@@ -170,6 +138,8 @@ class ProviderGuard:
                 config=self.breaker_config,
                 weight=weight,
                 feedback=feedback,
+                user=user,
+                book=TenantBook.from_document(document.get("tenants"), gate.user_windows),
             )
             if start.waits_for_weight:
                 return start, None, []
@@ -178,6 +148,8 @@ class ProviderGuard:
                 changed["breaker"] = start.admission.state_after.to_dict()
             if shared_windows is not None and start.take is not None and start.take.state_after is not None:
                 changed["windows"] = start.take.state_after.to_dict(shared_windows)
+            if start.book_after is not None:
+                changed["tenants"] = start.book_after.to_document(gate.user_windows)
             holders = (
                 [] if start.slot is None or not start.slot.granted else holder_actions(item, start.slot.holders_after)
             )
@@ -189,16 +161,9 @@ class ProviderGuard:
             provider, step, attempts=_TOKEN_ATTEMPTS, confirm_no_write=lambda start: not start.waits_for_weight
         )
 
-    def take_slot(self, provider: str, owner: str, now: float) -> float | None:
-        capacity = self._registry.limits(provider).max_concurrent_syncs
-        ttl = float(self._settings.lease_ttl_seconds)
-
-        def step(item: LimitItem | None, _document: dict[str, Any]) -> Changes[float | None]:
-            result = take_slot(holders_of(item), owner, capacity, now, ttl)
-            if not result.granted:
-                return result.retry_after_seconds, None, []
-            return None, None, holder_actions(item, result.holders_after)
-
+    def take_slot(self, provider: str, owner: str, now: float, *, user: str | None = None) -> float | None:
+        """Take (or renew) ``owner``'s slot, within ``user``'s share; ``None`` when held, else seconds to wait."""
+        step = slot_step(self._gate_limits(provider), owner, user, now)
         try:
             return self._update_gate(provider, step, attempts=_TOKEN_ATTEMPTS)
         except StoreBusyError:
@@ -206,7 +171,7 @@ class ProviderGuard:
 
     def end_update(self, provider: str, owner: str, end: SyncEnd) -> SharedUpdate:
         """The slot back and the sync counted, as an update to ride in the dataset's final transaction."""
-        return SharedUpdate(gate_key(provider), (holder_path(owner).remove(), *_stats_actions(end)))
+        return SharedUpdate(gate_key(provider), (holder_path(owner).remove(), *stats_actions(end)))
 
     def slot_given_back(self, provider: str, owner: str) -> None:
         """The sync's final transaction carried ``end_update``: the slot is free (this instance's memory too)."""
@@ -214,14 +179,14 @@ class ProviderGuard:
 
     def finish(self, provider: str, owner: str, end: SyncEnd | None) -> None:
         """Give the slot back and count the sync, in one write that needs no read (it may race anyone)."""
-        actions = [holder_path(owner).remove(), *([] if end is None else _stats_actions(end))]
+        actions = [holder_path(owner).remove(), *([] if end is None else stats_actions(end))]
         try:
             self._shared.add(gate_key(provider), actions)
         except ClientError as exc:  # no holders map at all (the gate was reset): only the statistics are left
             if exc.response.get("Error", {}).get("Code") != "ValidationException" or end is None:
                 logger.warning("could not give back a %s slot; it frees itself when it expires", provider)
                 return
-            self._shared.add(gate_key(provider), _stats_actions(end))
+            self._shared.add(gate_key(provider), stats_actions(end))
         except Exception:
             logger.exception("could not give back a %s slot or count its sync", provider)
 
@@ -320,16 +285,30 @@ class ProviderGuard:
         ``feedback`` (the previous answer's lower-cased headers) lowers the windows to the
         provider's own count in the same conditional write. ``connection_scope``
         (``user_id#connection_id``) picks the connection's own limit when the provider's scope
-        is "connection"; it is ignored otherwise.
+        is "connection"; when the windows are the provider's, it names the user whose part of
+        them the call must also fit.
         """
 
         def step(windows: Sequence[RateWindow], state: WindowLevels) -> tuple[float | None, WindowLevels | None]:
             result = take_weight(windows, state, now, weight=weight, feedback=feedback)
             return (None if result.granted else result.retry_after_seconds), result.state_after
 
+        gate = self._gate_limits(provider)
+        user = user_of_scope(connection_scope)
         try:
             # A wait decided on what this instance last saw is never shorter than the true one (other workers
             # only take), so it needs no read to confirm: the write after the wait meets any newer version.
+            shared = gate.windows
+            if shared is not None and gate.user_windows is not None and user is not None:
+                share = share_take_step(
+                    gate,
+                    user,
+                    now,
+                    lambda item: self._gate_windows(provider, item, shared),
+                    weight=weight,
+                    feedback=feedback,
+                )
+                return self._update_gate(provider, share, attempts=_TOKEN_ATTEMPTS, confirm_no_write=False)
             return self._update_windows(
                 provider, connection_scope, step, attempts=_TOKEN_ATTEMPTS, confirm_no_write=False
             )

@@ -7,15 +7,16 @@ The decisions are plain functions; ``store_page`` only reads the stored hashes a
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from chalicelib.domain.clock import Clock
-from chalicelib.domain.model import Checkpoint, DatasetKey, DatasetState, SyncCounts
+from chalicelib.domain.model import Checkpoint, DatasetKey, DatasetState, RunTally, SyncCounts
 from chalicelib.domain.records import describe_skipped, record_problem
 from chalicelib.domain.upstream import Page, ProviderError, SkippedRecord, UpstreamRecord
 from chalicelib.store.convert import content_hash
+from chalicelib.sync.progress import SyncProgress
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +28,6 @@ _RESTART_AFTER_FAILURES = 3
 class PageStore(Protocol):
     """What storing a page touches: the dataset's records."""
 
-    def delete_records(self, key: DatasetKey, record_ids: Iterable[str]) -> None: ...
-
     def get_record_hashes(self, key: DatasetKey, record_ids: Iterable[str]) -> dict[str, str]: ...
 
     def write_records(
@@ -38,6 +37,10 @@ class PageStore(Protocol):
         *,
         generation: str | None,
         now: float,
+        owner: str,
+        inserted: Collection[str] = (),
+        deleted: Sequence[str] = (),
+        tally: RunTally | None = None,
     ) -> None: ...
 
 
@@ -56,6 +59,8 @@ class PageWrites:
     to_write: list[tuple[UpstreamRecord, str]]
     deleted: list[str]
     counts: SyncCounts
+    inserted: frozenset[str] = frozenset()
+    """Ids in ``to_write`` that were not stored before (what ``record_count`` grows by)."""
 
 
 def sort_page(page: Page) -> SortedPage:
@@ -80,11 +85,13 @@ def page_writes(sorted_page: SortedPage, existing: Mapping[str, str], generation
     tombstones = [r.record_id for r in latest.values() if r.deleted]
     inserted = updated = unchanged = 0
     to_write = []
+    new_ids = set()
     for record in live:
         digest = content_hash(record.data)
         previous = existing.get(record.record_id)
         if previous is None:
             inserted += 1
+            new_ids.add(record.record_id)
         elif previous != digest:
             updated += 1
         else:
@@ -101,7 +108,7 @@ def page_writes(sorted_page: SortedPage, existing: Mapping[str, str], generation
         pages=1,
         skipped=len(sorted_page.skipped),
     )
-    return PageWrites(to_write, deleted, counts)
+    return PageWrites(to_write, deleted, counts, frozenset(new_ids))
 
 
 def store_page(
@@ -110,12 +117,15 @@ def store_page(
     key: DatasetKey,
     page: Page,
     generation: str | None,
-    skipped_samples: list[str],
+    progress: SyncProgress,
 ) -> SyncCounts:
-    """Upsert one page. ``generation`` is set on full passes so the final sweep can find deletions.
+    """Upsert one page as the lease holder (a holder that lost the lease stores nothing).
+    ``generation`` is set on full passes so the final sweep can find deletions.
 
-    Skipped records are counted, and the first few named in ``skipped_samples`` (the run shows them).
+    Skipped records are counted, and the first few named in the progress (the run shows them).
+    The run's counts with this page are stored with it.
     """
+    skipped_samples = progress.skipped_samples
     sorted_page = sort_page(page)
     skipped = sorted_page.skipped
     for item in skipped:
@@ -125,10 +135,17 @@ def store_page(
         logger.warning("sync of %s skipped %d record(s): %s", key.describe(), len(skipped), skipped[0].reason)
     existing = store.get_record_hashes(key, sorted_page.latest)
     writes = page_writes(sorted_page, existing, generation)
-    if writes.to_write:
-        store.write_records(key, writes.to_write, generation=generation, now=clock.now())
-    if writes.deleted:
-        store.delete_records(key, writes.deleted)
+    if writes.to_write or writes.deleted:
+        store.write_records(
+            key,
+            writes.to_write,
+            generation=generation,
+            now=clock.now(),
+            owner=progress.owner,
+            inserted=writes.inserted,
+            deleted=writes.deleted,
+            tally=RunTally(progress.run_id, progress.totals().plus(writes.counts)),
+        )
     return writes.counts
 
 

@@ -9,6 +9,7 @@ from chalicelib.domain.model import (
     Connection,
     DatasetKey,
     DatasetStatus,
+    RunTally,
     SyncCounts,
     SyncRun,
 )
@@ -44,12 +45,20 @@ class SyncStore(WaitsStore, PageStore, HandoffStore, ReviewStore, Protocol):
 
     def put_run(self, run: SyncRun, retention_seconds: float) -> None: ...
 
-    def release_lease(self, key: DatasetKey, owner: str, *, drop_claim: bool, status: DatasetStatus) -> None: ...
+    def release_lease(
+        self, key: DatasetKey, owner: str, *, drop_claim: bool, status: DatasetStatus, undo_attempt: bool = False
+    ) -> None: ...
 
     def reset_auth_failures(self, connection: Connection) -> None: ...
 
     def save_checkpoint(
-        self, key: DatasetKey, owner: str, now: float, ttl_seconds: float, checkpoint: Checkpoint
+        self,
+        key: DatasetKey,
+        owner: str,
+        now: float,
+        ttl_seconds: float,
+        checkpoint: Checkpoint,
+        tally: RunTally | None = None,
     ) -> None: ...
 
-    def sweep_unseen_records(self, key: DatasetKey, generation: str) -> tuple[int, int]: ...
+    def sweep_unseen_records(self, key: DatasetKey, generation: str, *, owner: str) -> tuple[int, int]: ...

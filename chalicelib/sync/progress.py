@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from chalicelib.domain.model import DatasetKey, RunStatus, SyncCounts, SyncRun
+from chalicelib.domain.model import (
+    Checkpoint,
+    DatasetKey,
+    DatasetState,
+    RunStatus,
+    RunTally,
+    SyncCounts,
+    SyncRun,
+    Trigger,
+)
 
 
 @dataclass
@@ -42,9 +51,50 @@ class SyncProgress:
     """The run's RUNNING record is written (at its first checkpoint: a one-page sync writes its run once)."""
     complete_listing: bool = True
     """The provider lists every record on a full pass (so unseen records may be swept)."""
+    carried: SyncCounts = field(default_factory=SyncCounts)
+    """What earlier attempts of this same run did (a redelivered job goes on counting from its tally)."""
+    incarnation: str | None = None
+    """The dataset's state item this sync took the lease on (a purge and a new one make another)."""
+    run_id: str = ""
+    job_run: bool = False
+    """The run is the dataset's queued job (a worker's delivery of it), so its attempts count."""
 
     def totals(self) -> SyncCounts:
-        return replace(self.counts, upstream_calls=self.upstream_calls)
+        """The run's counts across its attempts, upstream calls included."""
+        return self.carried.plus(replace(self.counts, upstream_calls=self.upstream_calls))
+
+    def tally(self) -> RunTally:
+        """The run's counts so far, as stored with its pages and checkpoints."""
+        return RunTally(self.run_id, self.totals())
+
+
+def starting_run(
+    state: DatasetState,
+    checkpoint: Checkpoint,
+    progress: SyncProgress,
+    *,
+    trigger: Trigger,
+    created_at: float | None,
+    started: float,
+) -> SyncRun:
+    """The run's RUNNING record, and what earlier attempts of the same run carry into ``progress``.
+
+    It resumed if it starts from a saved checkpoint (a redelivered job from its own: it names itself);
+    a redelivered job goes on counting from the tally its last attempt stored with its pages.
+    """
+    if state.run_tally is not None and state.run_tally.run_id == progress.run_id:
+        progress.carried = state.run_tally.counts
+    resumed = state.checkpoint is not None and checkpoint == state.checkpoint
+    return SyncRun(
+        key=state.key,
+        run_id=progress.run_id,
+        trigger=trigger,
+        status=RunStatus.RUNNING,
+        created_at=created_at if created_at is not None else started,
+        started_at=started,
+        resumed=checkpoint.generation if resumed else None,
+        attempt=max(state.job_attempts, 1) if progress.job_run else 1,
+    )
 
 
 def closing_record(
@@ -69,4 +119,5 @@ def closing_record(
         error=error,
         resumed=run.resumed,
         skipped_records=tuple(progress.skipped_samples),
+        attempt=run.attempt,
     )

@@ -76,7 +76,13 @@ class ProviderWaits:
         waited = 0.0
         while True:
             try:
-                start = self._guard.start(progress.provider, progress.owner, self._clock.now(), weight=progress.weight)
+                start = self._guard.start(
+                    progress.provider,
+                    progress.owner,
+                    self._clock.now(),
+                    weight=progress.weight,
+                    user=progress.key.user_id,
+                )
             except StoreBusyError:
                 poll, give_up = 0.05 + 0.25 * self._random(), 1.0
             else:
@@ -91,10 +97,13 @@ class ProviderWaits:
             waited += poll
 
     def wait_for_slot(self, progress: SyncProgress) -> float | None:
-        """Wait (briefly) for one of the provider's concurrency slots; the wait left when giving up."""
+        """Wait (briefly) for one of the provider's concurrency slots, within the user's share of them (a user
+        whose share is full waits while other users start); the wait left when giving up."""
         waited = 0.0
         while True:
-            wait = self._guard.take_slot(progress.provider, progress.owner, self._clock.now())
+            wait = self._guard.take_slot(
+                progress.provider, progress.owner, self._clock.now(), user=progress.key.user_id
+            )
             if wait is None:
                 return None
             poll = min(max(wait, 0.05), 0.5 + 0.5 * self._random())
@@ -121,7 +130,7 @@ class ProviderWaits:
         self._store.renew_lease(progress.key, progress.owner, now, self._settings.lease_ttl_seconds)
         progress.safe_until = now + self._settings.lease_ttl_seconds / 2
         if progress.slot_held:
-            wait = self._guard.take_slot(progress.provider, progress.owner, now)
+            wait = self._guard.take_slot(progress.provider, progress.owner, now, user=progress.key.user_id)
             if wait is not None:  # our slot expired and others filled it: stop calling, continue later
                 progress.slot_held = False
                 raise WaitRequired(wait, f"provider {progress.provider!r} slot was lost")

@@ -1,4 +1,10 @@
-"""Connections: create or update one (credentials sealed), list them, delete one with its data."""
+"""Connections: create or update one (credentials sealed), list them, delete one with its data.
+
+What one user may do to the shared service through them is bounded: at most
+``max_connections_per_user`` connections, and a PUT that starts a connection's data over (a new
+connection, ``reset_data``, another provider) takes one of the user's manual refreshes: over that
+budget it is saved all the same, its first sync due only once the budget has room again.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +14,26 @@ from enum import Enum
 from typing import Any, Final, Literal, Protocol
 
 from chalicelib.domain.clock import Clock
-from chalicelib.domain.errors import NotFoundError, StoreBusyError, ValidationError
+from chalicelib.domain.config import Settings
+from chalicelib.domain.errors import ConnectionLimitError, NotFoundError, StoreBusyError, ValidationError
 from chalicelib.domain.model import Connection, ConnectionStatus, DatasetKey, validate_id
 from chalicelib.providers import ProviderRegistry
 from chalicelib.providers.policies import PolicyResolver
+from chalicelib.store.shared import SharedStore
 from chalicelib.store.vault import CredentialsChangedError, CredentialsUnreadableError, CredentialVault
+from chalicelib.usecases.manual_sync import manual_refresh_wait
 from chalicelib.usecases.responses import ApiResponse
 
 _PUT_ATTEMPTS = 3
 
 
 class ConnectionsStore(Protocol):
-    """What connection changes touch: connections, their datasets and the schedule."""
+    """What connection changes touch: connections, their datasets and the schedule (and the refresh budget)."""
+
+    @property
+    def shared(self) -> SharedStore: ...
+
+    def count_connections(self, user_id: str, *, up_to: int) -> int: ...
 
     def delete_connection(self, user_id: str, connection_id: str) -> None: ...
 
@@ -47,7 +61,7 @@ class Keep(Enum):
 KEEP: Final = Keep.KEEP
 
 SettableStatus = Literal[ConnectionStatus.ACTIVE, ConnectionStatus.PAUSED]
-"""What a client may set; NEEDS_REVIEW is the sync's to set."""
+"""What a client may set; NEEDS_REVIEW is the sync's to set, and only new credentials clear it."""
 
 
 @dataclass(frozen=True)
@@ -72,12 +86,14 @@ class ConnectionService:
         policies: PolicyResolver,
         clock: Clock,
         vault: CredentialVault,
+        settings: Settings | None = None,
     ) -> None:
         self._store = store
         self._registry = registry
         self._policies = policies
         self._clock = clock
         self._vault = vault
+        self._settings = settings or Settings()
 
     def put(self, user_id: str, connection_id: str, change: ConnectionChange) -> ApiResponse:
         """Create (201) or update (200) a connection. Credentials are sealed (KMS envelope) before they are stored.
@@ -96,8 +112,12 @@ class ConnectionService:
         sent_settings = None if change.settings is KEEP else change.settings
 
         sealed_sent: str | None = None
+        room_checked = False
         for _ in range(_PUT_ATTEMPTS):
             existing = self._store.get_connection(user_id, connection_id, consistent=True)
+            if existing is None and not room_checked:
+                self._check_room(user_id)
+                room_checked = True
             same_provider = existing is not None and existing.provider == provider_name
             kept = existing if existing is not None and same_provider else None
             settings = sent_settings if sent_settings is not None else (kept.settings if kept else {})
@@ -133,6 +153,9 @@ class ConnectionService:
                     user_id, connection_id, self._registry_data_types(existing.provider)
                 )
             previous_version = existing.credentials_version if existing is not None else 0
+            # A connection the sync found broken stays so until the user sends credentials that are new.
+            review = existing is not None and existing.status is ConnectionStatus.NEEDS_REVIEW
+            still_review = review and not credentials_written
             connection = Connection(
                 user_id=user_id,
                 connection_id=connection_id,
@@ -141,8 +164,9 @@ class ConnectionService:
                 credentials_version=previous_version + 1 if credentials_written else previous_version,
                 provider_user_id=provider_user_id,
                 settings=settings,
-                status=change.status,
-                status_reason=None,
+                status=ConnectionStatus.NEEDS_REVIEW if still_review else change.status,
+                status_reason=existing.status_reason if still_review and existing is not None else None,
+                auth_failures=existing.auth_failures if still_review and existing is not None else 0,
                 created_at=existing.created_at if existing else now,
                 updated_at=now,
             )
@@ -153,22 +177,46 @@ class ConnectionService:
             break
         else:
             raise StoreBusyError("the connection kept changing while it was being saved; try again")
+        if existing is not None and (not same_provider or change.reset_data):
+            # Again, now that the new connection is saved: a sync of the old one that started after the first
+            # purge (it made the dataset again) is fenced out and its records go (``DatasetPurge.delete_dataset``).
+            self._store.delete_connection_datasets(user_id, connection_id, self._registry_data_types(existing.provider))
         data_types = self._policies.data_types(provider_name)
         # New credentials, or a paused or broken connection coming back, are worth a sync at once
         # (credentials sent again unchanged are not new: each dataset keeps its place).
         renewed = credentials_written or (existing is not None and existing.status is not ConnectionStatus.ACTIVE)
-        self._schedule(connection, data_types, existing, now, renewed=renewed)
+        starts_over = existing is None or existing.provider != provider_name or change.reset_data
+        due = (
+            self._due_after_start_over(user_id, now)
+            if starts_over and connection.status is ConnectionStatus.ACTIVE
+            else now
+        )
+        self._schedule(connection, data_types, existing, due, renewed=renewed)
         body_out = connection.public()
         body_out["data_types"] = data_types
         return ApiResponse(200 if existing else 201, body_out)
+
+    def _check_room(self, user_id: str) -> None:
+        """A new connection must fit the user's cap (concurrent creations may pass it by the few racing)."""
+        cap = self._settings.max_connections_per_user
+        if self._store.count_connections(user_id, up_to=cap) >= cap:
+            raise ConnectionLimitError(
+                f"user {user_id!r} already has {cap} connections, the most one user may have; delete one first"
+            )
+
+    def _due_after_start_over(self, user_id: str, now: float) -> float:
+        """When a connection whose data starts over is first synced: at once while the user's manual-refresh
+        budget has room (taking one), else when it has room again (the PUT itself is not refused)."""
+        wait = manual_refresh_wait(self._store.shared, user_id, now, self._settings)
+        return now if wait is None else now + wait
 
     def _schedule(
         self, connection: Connection, data_types: list[str], previous: Connection | None, now: float, *, renewed: bool
     ) -> None:
         """Create the datasets up front (so reads never race to), and put them on or off the schedule.
 
-        A new, reactivated or re-credentialed connection is due at once; a paused one leaves
-        the schedule; otherwise each dataset keeps its place.
+        A new, reactivated or re-credentialed connection is due at ``now`` (at once, or when the user's
+        refresh budget has room); a paused one leaves the schedule; otherwise each dataset keeps its place.
         """
         keys = {
             data_type: DatasetKey(connection.user_id, connection.connection_id, data_type) for data_type in data_types

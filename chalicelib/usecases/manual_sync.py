@@ -1,4 +1,6 @@
-"""``POST .../sync``: queue (202) or wait for (200) a forced sync of one or all data types."""
+"""``POST .../sync``: queue (202) or wait for (200) a forced sync of one or all data types; and the user's
+manual-refresh budget, which forced reads, these syncs and the PUTs that start a connection's data over
+(``chalicelib/usecases/connections.py``) all take from."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from typing import Any, Protocol
 from chalicelib.domain.clock import Clock
 from chalicelib.domain.config import Settings
 from chalicelib.domain.errors import ClaimNotWonError, ConnectionNotActiveError, NotFoundError, QueueUnavailableError
+from chalicelib.domain.limits import Bucket
 from chalicelib.domain.model import Connection, ConnectionStatus, DatasetKey, DatasetState, Trigger, validate_id
 from chalicelib.domain.policy import lease_is_held
 from chalicelib.providers.policies import PolicyResolver
@@ -16,6 +19,16 @@ from chalicelib.sync.coordinator import SyncCoordinator
 from chalicelib.sync.engine import OutcomeKind
 from chalicelib.usecases.reads import enforce_manual_refresh_limit
 from chalicelib.usecases.responses import ApiResponse
+
+
+def manual_refresh_wait(shared: SharedStore, user_id: str, now: float, settings: Settings) -> float | None:
+    """Take one of the user's manual refreshes: ``None`` when taken, else the seconds until one is free.
+
+    The same bucket ``enforce_manual_refresh_limit`` (``chalicelib/usecases/reads.py``) answers 429 from:
+    ``force_refresh_limit`` per ``force_refresh_window_seconds`` for each user.
+    """
+    bucket = Bucket.per_window(settings.force_refresh_limit, settings.force_refresh_window_seconds)
+    return shared.take_token(f"force#{user_id}", bucket, now)
 
 
 class ManualSyncStore(Protocol):

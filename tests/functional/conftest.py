@@ -116,7 +116,8 @@ def _atomic_moto() -> None:
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(jwt_secret=TEST_SECRET, join_poll_interval_seconds=0.01)
+    # The demo provider is off unless enabled (the prod stage leaves it out); the tests use it throughout.
+    return Settings(jwt_secret=TEST_SECRET, join_poll_interval_seconds=0.01, demo_provider=True)
 
 
 @pytest.fixture

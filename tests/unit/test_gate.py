@@ -8,6 +8,7 @@ from chalicelib.domain.breaker import BreakerConfig, BreakerState, BreakerStatus
 from chalicelib.domain.clock import FakeClock
 from chalicelib.domain.gate import GateLimits, Start, decide_start
 from chalicelib.domain.limits import RateWindow, WindowLevels
+from chalicelib.domain.tenants import TenantBook, user_windows
 
 CONFIG = BreakerConfig(failure_threshold=3, cool_off_seconds=60.0, probe_ttl_seconds=120.0)
 WINDOW = RateWindow(requests=100, per_seconds=60.0, burst=10.0, remaining_header="x-ratelimit-remaining")
@@ -195,3 +196,98 @@ def test_feedback_is_ignored_when_the_slot_is_refused() -> None:
     # Then nothing about the windows is decided (the take rides only on a granted slot)
     assert start.take is None
     assert start.slot_wait == pytest.approx(5.0)
+
+
+# --- one user's share --------------------------------------------------------------------------------
+
+FAIR = GateLimits(
+    capacity=4, slot_ttl_seconds=30.0, windows=WINDOWS, user_slots=2, user_windows=user_windows(WINDOWS, 0.5)
+)
+
+
+def test_a_user_holding_its_share_of_slots_waits_while_another_user_starts() -> None:
+    # Given 2 of 4 slots held by user a (its share: 2)
+    clock = FakeClock()
+    now = clock.now()
+    holders = {"a0": now + 10, "a1": now + 20}
+    book = TenantBook({"a0": "a", "a1": "a"})
+    # When a third sync of a, and a sync of b, start
+    third = decide_start(
+        BreakerState(),
+        holders,
+        WindowLevels.fresh(WINDOWS),
+        owner="a2",
+        now=now,
+        limits=FAIR,
+        config=CONFIG,
+        weight=1,
+        user="a",
+        book=book,
+    )
+    other = decide_start(
+        BreakerState(),
+        holders,
+        WindowLevels.fresh(WINDOWS),
+        owner="b0",
+        now=now,
+        limits=FAIR,
+        config=CONFIG,
+        weight=1,
+        user="b",
+        book=book,
+    )
+    # Then a's waits for its own first slot (10 s) with nothing to write; b's holds a slot, booked as b's
+    assert third.slot_wait == pytest.approx(10.0) and third.take is None and third.book_after is None
+    assert other.slot is not None and other.slot.granted and other.take is not None and other.take.granted
+    assert other.book_after is not None and other.book_after.slot_users == {"a0": "a", "a1": "a", "b0": "b"}
+
+
+def test_a_start_takes_the_first_call_from_the_users_part_too() -> None:
+    # Given user a's part of the window spent (5 of 10), the window itself still holding 5
+    clock = FakeClock()
+    now = clock.now()
+    parts = FAIR.user_windows
+    assert parts is not None
+    book = TenantBook({}, {"a": WindowLevels((0.0,), now, None)})
+    # When a and b start
+    mine = decide_start(
+        BreakerState(),
+        {},
+        WindowLevels((5.0,), now, None),
+        owner="a0",
+        now=now,
+        limits=FAIR,
+        config=CONFIG,
+        weight=1,
+        user="a",
+        book=book,
+    )
+    theirs = decide_start(
+        BreakerState(),
+        {},
+        WindowLevels((5.0,), now, None),
+        owner="b0",
+        now=now,
+        limits=FAIR,
+        config=CONFIG,
+        weight=1,
+        user="b",
+        book=book,
+    )
+    # Then a waits for its part to refill (nothing written: a slot is not held just to wait); b takes from both
+    assert mine.waits_for_weight and mine.take is not None
+    assert mine.take.retry_after_seconds == pytest.approx(1 / parts[0].refill_per_second)
+    assert (
+        theirs.take is not None and theirs.take.granted and theirs.take.state_after == WindowLevels((4.0,), now, None)
+    )
+    assert theirs.book_after is not None and theirs.book_after.levels["b"] == WindowLevels((4.0,), now, None)
+
+
+def test_a_start_without_a_user_books_nothing() -> None:
+    # Given the fair limits and no user named (a caller from before shares, or a test's own holder)
+    clock = FakeClock()
+    # When "me" starts
+    start = _start(clock, limits=FAIR)
+    # Then the slot and the weight are granted as before, and the book is unchanged
+    assert start.slot is not None and start.slot.granted
+    assert start.book_after is None
